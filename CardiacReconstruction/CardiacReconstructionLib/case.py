@@ -1,0 +1,81 @@
+"""What a reconstruction works on: a SAX stack, optional LAX views, image and ground truth.
+
+Displacement convention: ``displacements[k] = (dx, dy)`` in mm along the SAX stack's i and j
+axis directions means the content of slice k appears moved by ``+(dx, dy)`` relative to the
+true anatomy (the observed slice at point p shows the truth at p - d). Correcting a slice means
+shifting it by ``-(dx, dy)``. Methods estimate d; the simulator returns the true d.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .errors import InputError
+from .geometry import Volume
+from .labels import mode_of, present_labels
+
+LAX_VIEWS = ("2ch", "3ch", "4ch")
+
+
+@dataclass
+class LaxView:
+    """One long-axis segmentation: a single-slice label volume with its own pose."""
+
+    view: str  # '2ch', '3ch' or '4ch'
+    labels: Volume
+
+    def __post_init__(self):
+        if self.view not in LAX_VIEWS:
+            raise InputError(f"Unknown long-axis view {self.view!r}; expected one of {', '.join(LAX_VIEWS)}.")
+        if self.labels.shape[0] != 1:
+            raise InputError(f"A long-axis view must be a single slice; the {self.view} view has "
+                             f"{self.labels.shape[0]} slices.")
+
+
+@dataclass
+class Case:
+    """A reconstruction problem; ``truth`` and ``true_displacements`` only for evaluation."""
+
+    sax: Volume
+    lax: List[LaxView] = field(default_factory=list)
+    image: Optional[Volume] = None
+    truth: Optional[Volume] = None
+    true_displacements: Optional[np.ndarray] = None
+    name: str = "case"
+    info: Dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        validate_sax(self.sax)
+        if self.image is not None and self.image.shape != self.sax.shape:
+            raise InputError(f"The SAX image {self.image.shape} and segmentation {self.sax.shape} "
+                             "must share one grid (k, j, i).")
+        if self.true_displacements is not None:
+            d = np.asarray(self.true_displacements, float)
+            if d.shape != (self.sax.shape[0], 2):
+                raise InputError(f"True displacements must be (n_slices, 2) = ({self.sax.shape[0]}, 2), got {d.shape}.")
+            self.true_displacements = d
+
+    @property
+    def mode(self) -> str:
+        return mode_of(present_labels(self.sax.array))
+
+    @property
+    def n_slices(self) -> int:
+        return self.sax.shape[0]
+
+
+def validate_sax(sax: Volume) -> None:
+    """Raise InputError unless ``sax`` is a usable canonical-label SAX stack."""
+    if not sax.is_label:
+        raise InputError(f"The SAX input must be a label map (integer voxels), got {sax.array.dtype} voxels.")
+    if sax.shape[0] < 2:
+        raise InputError(f"The SAX stack has {sax.shape[0]} slice; at least 2 slices (k axis) are needed.")
+    present = present_labels(sax.array)
+    if not present:
+        raise InputError("The SAX segmentation is empty: it contains no labelled voxels.")
+    if max(present) > 7 or min(present) < 0:
+        raise InputError(f"The SAX stack holds non-canonical labels {list(present)}; map it with "
+                         "labels.to_canonical first (1 LV, 2 MYO, 3 RV, 4 LA, 5 RA, 6 AO, 7 PA).")
