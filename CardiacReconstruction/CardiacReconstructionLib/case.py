@@ -52,6 +52,8 @@ class Case:
         if self.image is not None and self.image.shape != self.sax.shape:
             raise InputError(f"The SAX image {self.image.shape} and segmentation {self.sax.shape} "
                              "must share one grid (k, j, i).")
+        for view in self.lax:
+            check_lax_pose(self.sax, view)
         if self.true_displacements is not None:
             d = np.asarray(self.true_displacements, float)
             if d.shape != (self.sax.shape[0], 2):
@@ -79,3 +81,26 @@ def validate_sax(sax: Volume) -> None:
     if max(present) > 7 or min(present) < 0:
         raise InputError(f"The SAX stack holds non-canonical labels {list(present)}; map it with "
                          "labels.to_canonical first (1 LV, 2 MYO, 3 RV, 4 LA, 5 RA, 6 AO, 7 PA).")
+
+
+def check_lax_pose(sax: Volume, lax: LaxView) -> None:
+    """Raise InputError when a long-axis view cannot belong to the SAX stack: its plane must
+    contain the long axis (so it is roughly perpendicular to the SAX slices) and its labelled
+    region must cross the stack's slab."""
+    sax_geo, lax_geo = sax.geometry, lax.labels.geometry
+    normal = lax_geo.direction[:, 2]
+    k_axis = sax_geo.direction[:, 2]
+    angle = np.degrees(np.arccos(min(1.0, abs(float(normal @ k_axis)))))
+    if angle < 45:
+        raise InputError(f"The {lax.view} long-axis view is nearly parallel to the SAX slices (its plane is "
+                         f"{90 - angle:.0f} degrees from the long axis); check that its pose (header) is right.")
+    kji = np.argwhere(lax.labels.array > 0)
+    if len(kji) == 0:
+        raise InputError(f"The {lax.view} long-axis view is empty.")
+    ijk_in_sax = sax_geo.ras_to_index(lax_geo.index_to_ras(kji[:, ::-1].astype(float)))
+    n_k, n_j, n_i = sax_geo.shape
+    inside = ((ijk_in_sax[:, 0] >= -0.5) & (ijk_in_sax[:, 0] <= n_i - 0.5) & (ijk_in_sax[:, 1] >= -0.5)
+              & (ijk_in_sax[:, 1] <= n_j - 0.5) & (ijk_in_sax[:, 2] >= -0.5) & (ijk_in_sax[:, 2] <= n_k - 0.5))
+    if inside.mean() < 0.25:
+        raise InputError(f"The {lax.view} long-axis view does not overlap the SAX stack (only {inside.mean():.0%} "
+                         "of its labelled pixels lie inside the stack); its pose does not match the SAX images.")

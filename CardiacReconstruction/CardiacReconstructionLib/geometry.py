@@ -246,11 +246,13 @@ def resample(volume: Volume, reference: Geometry, interpolation: str = "nearest"
     return Volume.on(reference, sitk.GetArrayFromImage(res))
 
 
-def resample_onehot(volume: Volume, reference: Geometry, labels, transform=None) -> np.ndarray:
+def resample_onehot(volume: Volume, reference: Geometry, labels, transform=None,
+                    nearest_extrapolation: bool = False) -> np.ndarray:
     """Linearly resample each label's indicator onto ``reference``: float32 array
     ``[len(labels), k, j, i]`` of label probabilities (smooth, geometry-aware)."""
     out = []
     for lab in labels:
         ind = Volume((volume.array == lab).astype(np.float32), volume.ijk_to_ras)
-        out.append(resample(ind, reference, "linear", transform).array.astype(np.float32))
+        out.append(resample(ind, reference, "linear", transform,
+                            nearest_extrapolation=nearest_extrapolation).array.astype(np.float32))
     return np.stack(out)

@@ -1,0 +1,6 @@
+"""python -m CardiacReconstructionLib == cardiac-recon."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

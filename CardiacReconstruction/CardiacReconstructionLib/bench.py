@@ -1,0 +1,209 @@
+"""Benchmark: degrade known anatomy, run methods, score them, time them, plot them.
+
+Speed and memory are measured here, not in unit tests: per case the wall time of the method
+(``methods.run``, surfaces excluded) and the peak increase of the process's resident memory
+while it ran (sampled from /proc every few ms; it counts numpy and torch alike).
+Summaries report mean +- sd per method, and time medians with their ratio to a baseline
+measured in the same run.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import methods as method_registry
+from .case import Case
+from .degrade import make_case
+from .errors import InputError
+from .geometry import Volume
+from .metrics import evaluate
+
+REFERENCE_METHOD = "nearest"
+
+
+class PeakMemory:
+    """Context manager: peak resident-memory increase (MiB) of this process while inside."""
+
+    def __init__(self, interval_s: float = 0.005):
+        self.interval_s = interval_s
+        self.peak_mib = float("nan")
+
+    @staticmethod
+    def _rss_bytes() -> Optional[int]:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def _sample(self):
+        while not self._stop.is_set():
+            rss = self._rss_bytes()
+            if rss is not None:
+                self._max = max(self._max, rss)
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self):
+        self._start = self._rss_bytes()
+        self._max = self._start or 0
+        self._stop = threading.Event()
+        if self._start is not None:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._start is not None:
+            self._thread.join()
+            self._max = max(self._max, self._rss_bytes() or 0)
+            self.peak_mib = (self._max - self._start) / 2**20
+        return False
+
+
+@dataclass
+class Anatomy:
+    """A ground-truth heart to benchmark on: HR labels in its SAX frame (+ landmarks)."""
+
+    name: str
+    truth: Volume
+    landmarks: Optional[dict] = None
+
+
+def phantom_anatomies(n: int, mode: str = "biventricular", first_seed: int = 0) -> Iterator[Anatomy]:
+    from .phantom import make_phantom
+
+    for seed in range(first_seed, first_seed + n):
+        p = make_phantom(seed=seed, mode=mode)
+        yield Anatomy(f"phantom{seed:02d}", p.truth, p.landmarks)
+
+
+def cohort_anatomies(root, n: Optional[int] = None, mode: str = "biventricular") -> Iterator[Anatomy]:
+    """Held-out (validation split) hearts of the whole-heart CT cohort, never trained on."""
+    from .cohort import load_subject, split
+
+    paths = split(root, "val")[: n or None]
+    for path in paths:
+        yield Anatomy(Path(path).stem, load_subject(path, mode=mode))
+
+
+def score(case: Case, result: method_registry.Result) -> Dict[str, float]:
+    """Plain metrics of a result against the case's truth, and the displacement errors."""
+    return evaluate(result.labels, case.truth, estimated_displacements=result.displacements,
+                    true_displacements=case.true_displacements)
+
+
+def run_methods(case: Case, method_names: Sequence[str], slice_spacing: float, seed: int = 0,
+                method_options: Optional[Dict[str, dict]] = None, surfaces: bool = False,
+                device: str = "auto") -> List[Tuple[method_registry.Result, Dict[str, float]]]:
+    """Run each method on ``case`` and score it; timing and peak memory included per method."""
+    out = []
+    for name in method_names:
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            result = method_registry.run(name, case, slice_spacing=slice_spacing, seed=seed, device=device,
+                                         **(method_options or {}).get(name, {}))
+            elapsed = time.perf_counter() - t0
+        if surfaces:
+            from .surfaces import label_surfaces
+
+            result.surfaces = label_surfaces(result.labels)
+        row = score(case, result) if case.truth is not None else {}
+        row.update(time_s=elapsed, peak_mem_mib=mem.peak_mib)
+        out.append((result, row))
+    return out
+
+
+def benchmark(anatomies: Iterable[Anatomy], presets: Sequence[str], method_names: Sequence[str],
+              seeds: Sequence[int], slice_spacing_lr: float = 10.0,
+              progress: Optional[Callable[[str], None]] = None, lax_views: Sequence[str] = ()) -> List[dict]:
+    """Every (anatomy, preset, seed) case degraded and reconstructed by every method: one row
+    per (case, method) with all metrics."""
+    rows = []
+    for anatomy in anatomies:
+        hr_spacing = float(anatomy.truth.spacing[2])
+        for preset in presets:
+            for seed in seeds:
+                case = make_case(anatomy.truth, preset, seed=seed, slice_spacing=slice_spacing_lr,
+                                 lax_views=lax_views, landmarks=anatomy.landmarks)
+                for name, (_, metrics) in zip(method_names, run_methods(case, method_names, hr_spacing, seed)):
+                    rows.append(dict(case=anatomy.name, preset=preset, seed=seed, method=name, **metrics))
+                if progress:
+                    progress(f"{anatomy.name} {preset} seed {seed}")
+    return rows
+
+
+def write_rows_csv(rows: List[dict], path) -> Path:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.5g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return Path(path)
+
+
+SUMMARY_METRICS = ("dice_LV", "dice_MYO", "dice_RV", "dice_mean", "hd95_mean", "assd_mean", "displacement_error_mm")
+
+
+def _mean_sd(vals) -> str:
+    vals = np.asarray([v for v in vals if v is not None], float)
+    vals = vals[np.isfinite(vals)]
+    return f"{vals.mean():.3f} ± {vals.std():.3f}" if len(vals) else "n/a"
+
+
+def summary_markdown(rows: List[dict], metrics: Sequence[str] = SUMMARY_METRICS, reference: str = REFERENCE_METHOD) -> str:
+    """Markdown tables: mean ± sd per preset and method, then time/memory medians with the
+    time ratio to ``reference`` (same run)."""
+    metrics = [m for m in metrics if any(m in r for r in rows)]
+    lines = []
+    for preset in dict.fromkeys(r["preset"] for r in rows):
+        sub = [r for r in rows if r["preset"] == preset]
+        n_cases = len({(r["case"], r["seed"]) for r in sub})
+        lines += [f"### preset `{preset}` ({n_cases} cases)", "",
+                  "| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+        for method in dict.fromkeys(r["method"] for r in sub):
+            mrows = [r for r in sub if r["method"] == method]
+            lines.append(f"| {method} | " + " | ".join(_mean_sd([r.get(m) for r in mrows]) for m in metrics) + " |")
+        lines.append("")
+    ref = [r["time_s"] for r in rows if r["method"] == reference]
+    ref_median = float(np.median(ref)) if ref else float("nan")
+    lines += ["### time and memory per case (all presets)", "",
+              f"| method | median time (s) | time / {reference} | median peak memory increase (MiB) |",
+              "|---|---|---|---|"]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        t = float(np.median([r["time_s"] for r in rows if r["method"] == method]))
+        m = np.median([r["peak_mem_mib"] for r in rows if r["method"] == method])
+        lines.append(f"| {method} | {t:.3f} | {t / ref_median:.2f} | {m:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_rows(rows: List[dict], folder) -> List[Path]:
+    from .figures import metric_bars
+
+    folder = Path(folder)
+    plots = []
+    for metric, label in (("dice_mean", "mean Dice (LV, MYO, RV)"), ("assd_mean", "mean ASSD (mm)"),
+                          ("displacement_error_mm", "displacement error (mm)")):
+        if any(metric in r for r in rows):
+            plots.append(metric_bars(rows, metric, folder / f"{metric}.png", ylabel=label))
+    return plots
+
+
+def parse_list(text: str, what: str, allowed: Optional[Sequence[str]] = None) -> List[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise InputError(f"No {what} given.")
+    if allowed is not None:
+        bad = [t for t in items if t not in allowed]
+        if bad:
+            raise InputError(f"Unknown {what} {bad}; choose from {', '.join(allowed)}.")
+    return items

@@ -1,0 +1,260 @@
+"""Reading and writing label volumes, images and cases (files are LPS; see :mod:`.geometry`).
+
+* ``.seg.nrrd`` goes through slicerio (segment names, colours, terminology survive).
+* NIfTI, NRRD and MHA go through SimpleITK.
+* Every write lands in a temporary file beside the target and is renamed into place, so an
+  error never leaves a half-written file behind. Inputs are only ever read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .case import LAX_VIEWS, Case, LaxView
+from .errors import InputError
+from .geometry import Volume, from_sitk, from_slicerio_voxels, to_sitk, to_slicerio_voxels
+from .labels import STRUCTURES, from_segment_names, present_labels, to_canonical
+
+VOLUME_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def _suffix(path) -> str:
+    name = str(path).lower()
+    for suffix in VOLUME_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return Path(name).suffix
+
+
+@contextlib.contextmanager
+def atomic_path(path) -> Iterator[str]:
+    """Yield a temporary path beside ``path`` that is renamed onto it only on success."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith((".seg.nrrd", ".nii.gz")) else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=str(path.parent))
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@contextlib.contextmanager
+def staged_folder(folder) -> Iterator[Path]:
+    """Yield a temporary folder whose files move into ``folder`` only on success; on an error
+    nothing is left behind (``folder`` is created only if everything worked)."""
+    folder = Path(folder)
+    parent = folder.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=str(parent)))
+    try:
+        yield tmp
+        folder.mkdir(parents=True, exist_ok=True)
+        for item in sorted(tmp.iterdir()):
+            os.replace(item, folder / item.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_readable(path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"File not found: {path}")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; expected a NIfTI, NRRD, MHA or .seg.nrrd file.")
+    if _suffix(path) not in VOLUME_SUFFIXES:
+        raise InputError(f"{path.name}: unsupported file type; expected one of {', '.join(VOLUME_SUFFIXES)}.")
+    return path
+
+
+def read_volume(path) -> Volume:
+    """Read an image or label file into a Volume (RAS) without any label mapping."""
+    import SimpleITK as sitk
+
+    path = _check_readable(path)
+    if _suffix(path) == ".seg.nrrd":
+        return _read_seg_nrrd(path)[0]
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise InputError(f"{path.name}: cannot be read as an image ({str(exc).strip().splitlines()[-1]}).") from None
+    return from_sitk(image)
+
+
+def _read_seg_nrrd(path: Path):
+    import slicerio
+
+    try:
+        seg = slicerio.read_segmentation(str(path))
+    except Exception as exc:  # slicerio raises plain exceptions on malformed headers
+        raise InputError(f"{path.name}: not a readable .seg.nrrd ({exc}).") from None
+    voxels = np.asarray(seg["voxels"])
+    segments = seg.get("segments", [])
+    if voxels.ndim == 4:  # overlapping segments are stored in layers: flatten by segment
+        flat = np.zeros(voxels.shape[1:], np.int32)
+        for n, s in enumerate(segments, start=1):
+            flat[voxels[s.get("layer", 0)] == s["labelValue"]] = n
+        segments = [dict(s, labelValue=n) for n, s in enumerate(segments, start=1)]
+        voxels = flat
+    return from_slicerio_voxels(voxels, seg["ijkToLPS"]), segments
+
+
+def read_segmentation(path, convention: str = "auto") -> Tuple[Volume, str]:
+    """Read a segmentation as canonical labels; returns (volume, how labels were mapped).
+
+    ``.seg.nrrd`` segments are mapped by name when ``convention`` is 'auto'; other files by
+    the named convention (or its automatic detection)."""
+    path = _check_readable(path)
+    if _suffix(path) == ".seg.nrrd":
+        volume, segments = _read_seg_nrrd(path)
+        if convention == "auto" and segments:
+            table = from_segment_names({s.get("name", s.get("id", "?")): s["labelValue"] for s in segments})
+            lut = np.zeros(int(max(max(table), volume.array.max())) + 1, np.uint8)
+            for src, dst in table.items():
+                lut[src] = dst
+            labels = lut[volume.array.astype(np.int64)]
+            names = ", ".join(f"{s.get('name')}->{STRUCTURES[table[s['labelValue']]].key}" for s in segments)
+            message = f"label mapping by segment name: {names}"
+        else:
+            labels, message = to_canonical(_as_integer_labels(volume, path), convention)
+    else:
+        volume = read_volume(path)
+        labels, message = to_canonical(_as_integer_labels(volume, path), convention)
+    if not labels.any():
+        raise InputError(f"{path.name}: the segmentation is empty after label mapping.")
+    return volume.with_array(labels.astype(np.uint8)), message
+
+
+def _as_integer_labels(volume: Volume, path) -> np.ndarray:
+    arr = volume.array
+    if arr.dtype == bool or np.issubdtype(arr.dtype, np.integer):
+        if arr.size and arr.min() < 0:
+            raise InputError(f"{Path(path).name}: negative label values; expected a label map (0 = background).")
+        return arr
+    if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)) or (arr.size and arr.min() < 0):
+        raise InputError(f"{Path(path).name} is not a label map: its voxels are non-integer intensities "
+                         "(did you pass the MR image instead of its segmentation?).")
+    if arr.size and arr.max() > 1000:
+        raise InputError(f"{Path(path).name} is not a label map: values up to {arr.max():.0f}.")
+    return arr.astype(np.int32)
+
+
+def as_single_slice(volume: Volume, what: str) -> Volume:
+    """Make the one-voxel-thick axis of a 2D view the k axis (keeping the physical pose)."""
+    thin = [a for a, n in zip((2, 1, 0), volume.shape) if n == 1]  # i, j, k axes with one voxel
+    if not thin:
+        raise InputError(f"{what} must be a single slice; it has shape {volume.shape} (k, j, i).")
+    axis = thin[-1]
+    if axis == 2:
+        return volume
+    perm = [a for a in (0, 1, 2) if a != axis] + [axis]  # new i, j, k = old axes
+    m = np.eye(4)
+    m[:3, :3] = volume.ijk_to_ras[:3, perm]
+    if np.linalg.det(m[:3, :3]) < 0:
+        perm[0], perm[1] = perm[1], perm[0]
+        m[:3, :3] = volume.ijk_to_ras[:3, perm]
+    m[:3, 3] = volume.ijk_to_ras[:3, 3]
+    arr_ijk = volume.array.transpose(2, 1, 0)
+    return Volume(np.ascontiguousarray(arr_ijk.transpose(perm).transpose(2, 1, 0)), m)
+
+
+def read_lax(path, view: Optional[str] = None, convention: str = "auto") -> Tuple[LaxView, str]:
+    """Read a long-axis segmentation. ``view`` ('2ch', '3ch', '4ch') defaults to the one named
+    in the file name."""
+    if view is None:
+        found = [v for v in LAX_VIEWS if v in Path(path).name.lower()]
+        if len(found) != 1:
+            raise InputError(f"Cannot tell the long-axis view of {Path(path).name}; name it, e.g. "
+                             "'--lax 4ch=FILE' (views: 2ch, 3ch, 4ch).")
+        view = found[0]
+    volume, message = read_segmentation(path, convention)
+    return LaxView(view, as_single_slice(volume, f"The {view} view {Path(path).name}")), f"{view}: {message}"
+
+
+def read_case(sax_path, lax: Sequence[Tuple[Optional[str], str]] = (), image_path=None,
+              convention: str = "auto", name: Optional[str] = None) -> Tuple[Case, List[str]]:
+    """Build a Case from files; ``lax`` holds (view or None, path) pairs. Returns the case and
+    the label-mapping messages for the user."""
+    sax, message = read_segmentation(sax_path, convention)
+    messages = [f"SAX: {message}"]
+    views = []
+    for view, path in lax:
+        lax_view, msg = read_lax(path, view, convention)
+        views.append(lax_view)
+        messages.append(msg)
+    image = None
+    if image_path is not None:
+        image = read_volume(image_path)
+        if image.shape != sax.shape:
+            raise InputError(f"The image {Path(image_path).name} {image.shape} and the SAX segmentation {sax.shape} "
+                             "must share one grid.")
+    return Case(sax=sax, lax=views, image=image, name=name or _stem(sax_path)), messages
+
+
+def _stem(path) -> str:
+    name = Path(path).name
+    suffix = _suffix(name)
+    return name[: -len(suffix)] if suffix and name.lower().endswith(suffix) else Path(name).stem
+
+
+def write_segmentation(volume: Volume, path) -> Path:
+    """Write canonical labels: ``.seg.nrrd`` with names, colours and terminology (slicerio),
+    or NIfTI/NRRD/MHA label maps (SimpleITK)."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix not in VOLUME_SUFFIXES:
+        raise InputError(f"Cannot write {path.name}: use .seg.nrrd, .nii.gz, .nii, .nrrd or .mha.")
+    labels = volume.array.astype(np.uint8)
+    with atomic_path(path) as tmp:
+        if suffix == ".seg.nrrd":
+            import slicerio
+            from slicerio.segmentation import terminology_entry_from_string
+
+            voxels, ijk_to_lps = to_slicerio_voxels(volume.with_array(labels))
+            segments = []
+            for lab in present_labels(labels):
+                s = STRUCTURES[lab]
+                segments.append({"id": s.key, "name": s.name, "color": list(s.color), "labelValue": int(lab),
+                                 "layer": 0, "terminology": terminology_entry_from_string(s.terminology)})
+            slicerio.write_segmentation(tmp, {"voxels": voxels, "ijkToLPS": ijk_to_lps, "segments": segments,
+                                              "containedRepresentationNames": ["Binary labelmap"],
+                                              "masterRepresentation": "Binary labelmap"})
+        else:
+            sitk.WriteImage(to_sitk(volume.with_array(labels)), tmp, True)
+    return path
+
+
+def write_volume(volume: Volume, path) -> Path:
+    """Write an image volume (any scalar type) with SimpleITK."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if _suffix(path) in (".seg.nrrd", "") or _suffix(path) not in VOLUME_SUFFIXES:
+        raise InputError(f"Cannot write the image {path.name}: use .nii.gz, .nii, .nrrd or .mha.")
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(to_sitk(volume), tmp, True)
+    return path
+
+
+def write_displacements(displacements: np.ndarray, path, residuals: Optional[np.ndarray] = None) -> Path:
+    """CSV of per-slice displacements: slice index, dx_mm, dy_mm (stack i and j axes)."""
+    d = np.asarray(displacements, float)
+    rows = ["slice,dx_mm,dy_mm" + (",residual" if residuals is not None else "")]
+    for k, (dx, dy) in enumerate(d):
+        rows.append(f"{k},{dx:.4f},{dy:.4f}" + (f",{residuals[k]:.6g}" if residuals is not None else ""))
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text("\n".join(rows) + "\n")
+    return Path(path)
