@@ -88,11 +88,10 @@ def phantom_anatomies(n: int, mode: str = "biventricular", first_seed: int = 0) 
 
 def cohort_anatomies(root, n: Optional[int] = None, mode: str = "biventricular") -> Iterator[Anatomy]:
     """Held-out (validation split) hearts of the whole-heart CT cohort, never trained on."""
-    from .cohort import load_subject, split
+    from .cohort import load_subject, read_shape, split
 
-    paths = split(root, "val")[: n or None]
-    for path in paths:
-        yield Anatomy(Path(path).stem, load_subject(path, mode=mode))
+    for path in split(root, "val")[: n or None]:
+        yield Anatomy(Path(path).stem, load_subject(path, mode=mode), read_shape(path).landmarks)
 
 
 def score(case: Case, result: method_registry.Result) -> Dict[str, float]:

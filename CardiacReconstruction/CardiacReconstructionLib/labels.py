@@ -73,7 +73,7 @@ CONVENTIONS: Dict[str, Dict[int, int]] = {
     "ukbb": {1: LV, 2: MYO, 3: RV, 4: RV},
     "mmwhs": {500: LV, 205: MYO, 600: RV, 420: 4, 550: 5, 820: 6, 850: 7},
     # The shared whole-heart CT cohort (Rodero et al. 2021); see the module docstring.
-    "wholeheart_ct": {1: LV, 2: MYO, 3: RV, 5: 4, 6: 5, 9: 6, 10: 7},
+    "wholeheart_ct": {1: LV, 2: MYO, 3: RV, 4: 0, 5: 4, 6: 5, 7: 0, 8: 0, 9: 6, 10: 7, 11: 0},
 }
 CONVENTION_NAMES = ("auto",) + tuple(c for c in CONVENTIONS if c != "wholeheart_ct")
 
