@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-import slicerio
 
 from CardiacReconstructionLib import io
 from CardiacReconstructionLib.cli import main
@@ -114,12 +113,12 @@ def _write_bad_inputs(folder, simulated_folder):
     single = np.zeros((1, 32, 32), np.uint8)
     single[0, 10:20, 10:20] = 1
     io.write_segmentation(Volume(single, eye), folder / "single.nii.gz")
-    voxels = np.zeros((8, 8, 4), np.uint8)
-    voxels[2:5, 2:5, 1:3] = 1
-    m = np.eye(4)
-    m[:3, 3] = np.nan
-    slicerio.write_segmentation(str(folder / "nan.seg.nrrd"), {"voxels": voxels, "ijkToLPS": m, "segments": [
-        {"id": "LV", "name": "LV", "labelValue": 1, "layer": 0, "color": [1, 0, 0]}]})
+    header = ("NRRD0004\ntype: uint8\ndimension: 3\nspace: left-posterior-superior\nsizes: 8 8 4\n"
+              "space directions: (nan,nan,nan) (0,1,0) (0,0,10)\nkinds: domain domain domain\nendian: little\n"
+              "encoding: raw\nspace origin: (0,0,0)\n\n")
+    voxels = np.zeros((4, 8, 8), np.uint8)
+    voxels[1:3, 2:5, 2:5] = 1
+    (folder / "nan.nrrd").write_bytes(header.encode() + voxels.tobytes())
     parallel = io.read_volume(simulated_folder / "sax.seg.nrrd")
     io.write_segmentation(Volume(parallel.array[3:4], parallel.ijk_to_ras), folder / "lax_4ch_bad.nii.gz")
     sax = str(simulated_folder / "sax.seg.nrrd")
@@ -129,7 +128,7 @@ def _write_bad_inputs(folder, simulated_folder):
         "empty labels": (["--input", str(folder / "empty.nii.gz")], "empty"),
         "unknown labels": (["--input", str(folder / "unknown.nii.gz")], "label values"),
         "single slice": (["--input", str(folder / "single.nii.gz")], "at least 2 slices"),
-        "non-finite geometry": (["--input", str(folder / "nan.seg.nrrd")], "non-finite"),
+        "non-finite geometry": (["--input", str(folder / "nan.nrrd")], "non-finite"),
         "mismatched LAX pose": (["--input", sax, "--lax", str(folder / "lax_4ch_bad.nii.gz")], "parallel"),
     }
 

@@ -85,11 +85,29 @@ def read_volume(path) -> Volume:
     path = _check_readable(path)
     if _suffix(path) == ".seg.nrrd":
         return _read_seg_nrrd(path)[0]
+    if _suffix(path) in (".nrrd", ".nhdr"):
+        _check_nrrd_geometry(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(f"{path.name}: cannot be read as an image ({str(exc).strip().splitlines()[-1]}).") from None
     return from_sitk(image)
+
+
+def _check_nrrd_geometry(path: Path) -> None:
+    """ITK silently replaces a NaN origin or axis by defaults; refuse such headers instead."""
+    import nrrd
+
+    try:
+        header = nrrd.read_header(str(path))
+    except Exception as exc:  # pynrrd raises its own NRRDError and ValueErrors
+        raise InputError(f"{path.name}: not a readable NRRD header ({exc}).") from None
+    directions = np.asarray(header.get("space directions", np.eye(3)), float)
+    kinds = header.get("kinds", ["domain"] * len(directions))
+    spatial = [d for d, kind in zip(directions, kinds) if kind in ("domain", "space")]
+    origin = np.asarray(header.get("space origin", np.zeros(3)), float)
+    if not (np.all(np.isfinite(spatial)) and np.all(np.isfinite(origin))):
+        raise InputError(f"{path.name}: the volume geometry contains non-finite numbers (NaN or infinity).")
 
 
 def _read_seg_nrrd(path: Path):
