@@ -21,7 +21,7 @@ import numpy as np
 
 from .case import Case
 from .geometry import Geometry, Volume, resample, resample_onehot
-from .labels import LV, MYO, present_labels
+from .labels import LV, MYO, RV, present_labels
 from .methods import Method, Option, Result, RunContext, register
 from .stack import shift_slices, slice_areas, slice_centroids, slice_signed_distances
 
@@ -79,28 +79,45 @@ def shape_interp(case: Case, ctx: RunContext) -> Result:
     return Result(shape_based_interpolation(case.sax, ctx.geometry), _zero_displacements(case))
 
 
-def centroid_displacements(sax: Volume, fit_degree: int = 1, robust_iterations: int = 5) -> Tuple[np.ndarray, Dict]:
-    """Per-slice displacement (mm) of the LV (+ myocardium) centroid from a polynomial fit of
-    the centroids along the stack. The fit is area-weighted (tiny apical slices matter less)
-    and robust (Huber reweighting), so a few badly shifted slices do not tilt the axis. Slices
-    without LV get zero."""
-    centroids = slice_centroids(sax, (LV, MYO))
-    areas = slice_areas(sax, (LV, MYO))
-    have = np.flatnonzero(~np.isnan(centroids[:, 0]))
-    d = np.zeros((sax.shape[0], 2))
-    if len(have) < fit_degree + 2:  # too few slices to tell motion from anatomy
-        return d, {"centroids_mm": centroids, "aligned_slices": 0}
-    k = np.arange(sax.shape[0], dtype=float)
+#: Structures whose per-slice centroids track the heart, in order of preference: the LV ring is
+#: the most reliable; slices without it (the RV outflow at the base, say) fall back on the RV,
+#: then on everything labelled.
+CENTROID_TRACKS = ((LV, MYO), (RV,), (LV, MYO, RV, 4, 5, 6, 7))
+
+
+def _track_fit(centroids: np.ndarray, areas: np.ndarray, have: np.ndarray, degree: int,
+               robust_iterations: int) -> np.ndarray:
+    """Area-weighted (tiny end slices matter less), robust (Huber reweighting: a few badly
+    shifted slices do not tilt the axis) polynomial fit of centroids along the stack."""
+    k = np.arange(len(centroids), dtype=float)
     w_area = np.sqrt(areas[have])
     robust = np.ones(len(have))
     huber_mm = 1.0  # residuals beyond this count linearly, not quadratically
     for _ in range(robust_iterations + 1):
-        coef = [np.polyfit(k[have], centroids[have, a], fit_degree, w=w_area * robust) for a in (0, 1)]
+        coef = [np.polyfit(k[have], centroids[have, a], degree, w=w_area * robust) for a in (0, 1)]
         fit = np.stack([np.polyval(c, k) for c in coef], 1)
         residual = np.linalg.norm(centroids[have] - fit[have], axis=1)
         robust = np.sqrt(np.minimum(1.0, huber_mm / np.maximum(residual, 1e-9)))
-    d[have] = centroids[have] - fit[have]
-    return d, {"centroids_mm": centroids, "fit_mm": fit, "aligned_slices": int(len(have))}
+    return fit
+
+
+def centroid_displacements(sax: Volume, fit_degree: int = 1, robust_iterations: int = 5) -> Tuple[np.ndarray, Dict]:
+    """Per-slice displacement (mm): the offset of the slice's centroid from a smooth fit of
+    the centroids along the stack, using the first of :data:`CENTROID_TRACKS` that the slice
+    contains and that enough slices share. Slices with no usable track get zero."""
+    d = np.zeros((sax.shape[0], 2))
+    done = np.zeros(sax.shape[0], bool)
+    used = np.full(sax.shape[0], -1)
+    for t, track in enumerate(CENTROID_TRACKS):
+        centroids = slice_centroids(sax, track)
+        have = np.flatnonzero(~np.isnan(centroids[:, 0]))
+        todo = [k for k in have if not done[k]]
+        if len(have) < fit_degree + 2 or not todo:  # too few slices to tell motion from anatomy
+            continue
+        fit = _track_fit(centroids, slice_areas(sax, track), have, fit_degree, robust_iterations)
+        d[todo] = centroids[todo] - fit[todo]
+        done[todo], used[todo] = True, t
+    return d, {"track_per_slice": used.tolist(), "aligned_slices": int(done.sum())}
 
 
 def centroid_shape_interp(case: Case, ctx: RunContext, fit_degree: int = 1) -> Result:

@@ -46,7 +46,7 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import InputError
-from .geometry import Geometry, Volume, LPS_TO_RAS, make_ijk_to_ras, resample
+from .geometry import Geometry, Volume, make_ijk_to_ras, resample, sitk_affine, sitk_reference
 from .labels import BIVENTRICULAR, LV, MYO, RV, apply_convention
 
 DATA_ENV = "CARDIAC_RECON_DATA"
@@ -441,20 +441,12 @@ def augmentation_transform(aug: Augmentation, frame: SaxFrame, reference: Geomet
     """
     import SimpleITK as sitk
 
-    m = LPS_TO_RAS @ augmentation_affine(aug, frame) @ LPS_TO_RAS  # the same map in LPS
-    affine = sitk.AffineTransform(3)
-    affine.SetMatrix([float(v) for v in m[:3, :3].ravel()])
-    affine.SetTranslation([float(v) for v in m[:3, 3]])
+    affine = sitk_affine(augmentation_affine(aug, frame))
     if aug.elastic_mm <= 0:
         return affine
     extent = reference.spacing * np.array(reference.shape[::-1], float)  # i, j, k
     mesh = [max(1, int(np.ceil(e / aug.elastic_spacing_mm))) for e in extent]
-    ref_image = sitk.Image([int(n) for n in reference.shape[::-1]], sitk.sitkUInt8)
-    ref_image.SetSpacing([float(s) for s in reference.spacing])
-    ref_lps = LPS_TO_RAS @ reference.ijk_to_ras
-    ref_image.SetOrigin([float(v) for v in ref_lps[:3, 3]])
-    ref_image.SetDirection([float(v) for v in (ref_lps[:3, :3] / reference.spacing[None, :]).ravel()])
-    bspline = sitk.BSplineTransformInitializer(ref_image, mesh)
+    bspline = sitk.BSplineTransformInitializer(sitk_reference(reference), mesh)
     n_params = len(bspline.GetParameters())
     offsets = np.random.default_rng(aug.elastic_seed).uniform(-aug.elastic_mm, aug.elastic_mm, n_params)
     bspline.SetParameters([float(v) for v in offsets])

@@ -55,7 +55,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from .errors import InputError
-from .geometry import LPS_TO_RAS, Geometry, Volume, resample
+from .geometry import Geometry, Volume, resample, sitk_affine
 from .labels import LV, MYO, WHOLE_HEART
 
 DEFAULT_LR_SLICE_SPACING_MM = 10.0
@@ -291,17 +291,6 @@ def _axis_rotation(axis, degrees) -> np.ndarray:
     return Rotation.from_rotvec(np.radians(float(degrees)) * np.asarray(axis, float)).as_matrix()
 
 
-def sitk_affine_from_ras(matrix_ras: np.ndarray):
-    """A 4x4 RAS point map (reference -> input) as the equivalent SimpleITK transform in LPS."""
-    import SimpleITK as sitk
-
-    m = LPS_TO_RAS @ matrix_ras @ LPS_TO_RAS
-    tr = sitk.AffineTransform(3)
-    tr.SetMatrix([float(v) for v in m[:3, :3].ravel()])
-    tr.SetTranslation([float(v) for v in m[:3, 3]])
-    return tr
-
-
 def slice_sampling_matrix(stack: Geometry, k: int, displacement_mm=(0.0, 0.0), rotation_deg: float = 0.0,
                           rotation_centre=None, tilt_deg: float = 0.0, tilt_axis=(1.0, 0.0)) -> np.ndarray:
     """4x4 RAS map from a point p of LR slice ``k`` to the HR point it shows.
@@ -343,7 +332,7 @@ def _sample_slice(hr: Volume, stack: Geometry, k: int, offsets: np.ndarray, matr
     step = float(offsets[1] - offsets[0]) if len(offsets) > 1 else s_lr
     sub = stack.with_slices(len(offsets), step, first_slice_offset_mm=k * s_lr + float(offsets[0]))
     nudge = _rigid(translation=stack.direction[:, 2] * _TIE_BREAK_FRACTION * float(hr.spacing[2]))
-    samples = resample(hr, sub, "nearest", transform=sitk_affine_from_ras(nudge @ matrix)).array
+    samples = resample(hr, sub, "nearest", transform=sitk_affine(nudge @ matrix)).array
     if samples.shape[0] == 1:
         return samples[0]
     votes = np.stack([(samples == lab).sum(axis=0) for lab in labels])

@@ -215,6 +215,23 @@ def from_slicerio_voxels(voxels, ijk_to_lps) -> Volume:
     return Volume(np.ascontiguousarray(voxels.transpose(2, 1, 0)), LPS_TO_RAS @ np.asarray(ijk_to_lps, float))
 
 
+def sitk_reference(geometry: Geometry):
+    """An empty SimpleITK image on ``geometry`` (the reference grid of a resampling)."""
+    return to_sitk(Volume(np.zeros(geometry.shape, np.uint8), geometry.ijk_to_ras))
+
+
+def sitk_affine(matrix_ras: np.ndarray):
+    """A 4x4 RAS point map (reference -> input, ITK's direction) as a SimpleITK transform,
+    which works in LPS."""
+    import SimpleITK as sitk
+
+    m = LPS_TO_RAS @ np.asarray(matrix_ras, float) @ LPS_TO_RAS
+    transform = sitk.AffineTransform(3)
+    transform.SetMatrix([float(v) for v in m[:3, :3].ravel()])
+    transform.SetTranslation([float(v) for v in m[:3, 3]])
+    return transform
+
+
 # ---------------------------------------------------------------------------------------------
 # Resampling (SimpleITK does the geometry)
 # ---------------------------------------------------------------------------------------------
@@ -234,7 +251,7 @@ def resample(volume: Volume, reference: Geometry, interpolation: str = "nearest"
 
     if interpolation not in _INTERPOLATORS:
         raise ValueError(f"Unknown interpolation {interpolation!r}; choose from {sorted(_INTERPOLATORS)}.")
-    ref = to_sitk(Volume(np.zeros(reference.shape, np.uint8), reference.ijk_to_ras))
+    ref = sitk_reference(reference)
     src = to_sitk(volume)
     out_type = src.GetPixelID()
     if interpolation in ("linear", "bspline") and volume.is_label:

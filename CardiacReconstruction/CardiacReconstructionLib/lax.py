@@ -30,9 +30,9 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from .case import LAX_VIEWS, LaxView
-from .degrade import PRESETS, sample_displacements, slice_sampling_matrix, sitk_affine_from_ras, validate_hr
+from .degrade import PRESETS, sample_displacements, slice_sampling_matrix, validate_hr
 from .errors import InputError
-from .geometry import Geometry, Volume, make_ijk_to_ras, resample
+from .geometry import Geometry, Volume, make_ijk_to_ras, resample, sitk_affine
 from .labels import LV, MYO, RV
 
 LANDMARK_KEYS = ("lv_apex", "mitral_valve_centre", "tricuspid_valve_centre", "aortic_valve_centre",
@@ -215,6 +215,6 @@ def extract_lax(hr: Volume, view: str, landmarks: Optional[dict] = None, *,
     origin, normal, axes = lax_plane(view, landmarks, labels=hr if landmarks is None else None,
                                      long_axis=long_axis)
     grid = _view_grid(hr, origin, axes, normal, float(spacing), size_mm)
-    transform = sitk_affine_from_ras(slice_sampling_matrix(grid, 0, displacement_mm=shift))
+    transform = sitk_affine(slice_sampling_matrix(grid, 0, displacement_mm=shift))
     cut = resample(hr, grid, "nearest", transform=transform)
     return LaxView(view, Volume.on(grid, cut.array.astype(np.uint8)))
