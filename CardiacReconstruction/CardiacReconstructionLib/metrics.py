@@ -268,10 +268,9 @@ def assd(result: Volume, truth: Volume, labels: Labels = BIVENTRICULAR) -> Dict[
 def _points_of(surface, name: str) -> np.ndarray:
     """(N, 3) float array of the vertices of a vtkPolyData or of a point array."""
     if hasattr(surface, "GetPoints"):
-        from vtk.util.numpy_support import vtk_to_numpy
+        from .surfaces import polydata_points
 
-        pts = surface.GetPoints()
-        return np.zeros((0, 3)) if pts is None else vtk_to_numpy(pts.GetData()).astype(float)
+        return polydata_points(surface)
     pts = np.asarray(surface, dtype=float)
     if pts.ndim != 2 or pts.shape[1] != 3:
         raise InputError(f"Surface {name} must be a vtkPolyData or an (N, 3) array of points, got shape {pts.shape}.")
