@@ -145,16 +145,16 @@ def read_segmentation(path, convention: str = "auto") -> Tuple[Volume, str]:
             names = ", ".join(f"{s.get('name')}->{STRUCTURES[table[s['labelValue']]].key}" for s in segments)
             message = f"label mapping by segment name: {names}"
         else:
-            labels, message = to_canonical(_as_integer_labels(volume, path), convention)
+            labels, message = to_canonical(as_integer_labels(volume, path), convention)
     else:
         volume = read_volume(path)
-        labels, message = to_canonical(_as_integer_labels(volume, path), convention)
+        labels, message = to_canonical(as_integer_labels(volume, path), convention)
     if not labels.any():
         raise InputError(f"{path.name}: the segmentation is empty after label mapping.")
     return volume.with_array(labels.astype(np.uint8)), message
 
 
-def _as_integer_labels(volume: Volume, path) -> np.ndarray:
+def as_integer_labels(volume: Volume, path) -> np.ndarray:
     arr = volume.array
     if arr.dtype == bool or np.issubdtype(arr.dtype, np.integer):
         if arr.size and arr.min() < 0:
