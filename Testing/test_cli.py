@@ -159,3 +159,28 @@ def test_bad_option_values(simulated, tmp_path, capsys):
                  "--output", str(tmp_path / "o")]) == 2
     assert "positive" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_run_progress_lines_for_a_calling_process(simulated, tmp_path):
+    """--progress-format lines: a real child process prints flushed 'PROGRESS <fraction> <message>'
+    lines on stderr (what the Slicer module parses) and no progress bar; a cancel file stops it
+    with status 130 and nothing written."""
+    folder, case = simulated
+    out = tmp_path / "run"
+    base = [sys.executable, "-m", "CardiacReconstructionLib", "run", "--input", str(folder / "sax.seg.nrrd"),
+            "--method", "centroid_shape_interp", "--progress-format", "lines"]
+    done = subprocess.run(base + ["--output", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    progress = [line.split(" ", 2) for line in done.stderr.splitlines() if line.startswith("PROGRESS ")]
+    fractions = [float(p[1]) for p in progress]
+    assert len(progress) >= 3 and fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions)
+    assert all(len(p) == 3 and p[2] for p in progress)  # every line carries a message
+    assert "%|" not in done.stderr  # no tqdm bar mixed in
+    assert (out / "labels.seg.nrrd").is_file()
+
+    cancel = tmp_path / "CANCEL"
+    cancel.touch()
+    stopped = subprocess.run(base + ["--cancel-file", str(cancel), "--output", str(tmp_path / "cancelled")],
+                             capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 130 and "Cancelled" in stopped.stderr
+    assert not (tmp_path / "cancelled").exists()

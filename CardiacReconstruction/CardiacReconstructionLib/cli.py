@@ -144,18 +144,26 @@ def cmd_run(args) -> int:
     from . import methods
     from .io import read_case, staged_folder, write_volume
     from .stack import shift_slices
+    from .worker import cancel_file_checker, progress_printer
 
     method = methods.get(args.method)
     case, messages = read_case(args.input, _parse_lax(args.lax), args.image, args.convention)
     for m in messages:
         print(m, file=sys.stderr)
-    bar, update = _progress_bar(method.title)
+    cancel = cancel_file_checker(args.cancel_file)
+    if args.progress_format == "lines":  # for a calling process (the Slicer module) to parse
+        bar, update = None, progress_printer(sys.stderr)
+    else:
+        bar, update = _progress_bar(method.title)
     try:
         result = methods.run(method.name, case, slice_spacing=args.slice_spacing, factor=args.factor,
-                             device=args.device, seed=args.seed, progress=update, surfaces=not args.no_surfaces,
-                             **_parse_options(args.option))
+                             device=args.device, seed=args.seed, progress=update, cancel=cancel,
+                             surfaces=not args.no_surfaces, **_parse_options(args.option))
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
+    if cancel is not None and cancel():
+        raise Cancelled("Cancelled by the user.")
     with staged_folder(args.output) as out:
         _write_result(result, out)
         if case.image is not None:
@@ -239,7 +247,7 @@ def cmd_bench(args) -> int:
     with tqdm(total=total, desc="bench", file=sys.stderr, disable=None) as bar:
         t0 = time.perf_counter()
         rows = benchmark(anatomies, presets, names, seeds, slice_spacing_lr=args.slice_spacing,
-                         progress=lambda msg: (bar.set_postfix_str(msg), bar.update(1)))
+                         progress=lambda msg: (bar.set_postfix_str(msg), bar.update(1)), lax_views=tuple(args.lax or ()))
     summary = summary_markdown(rows)
     with staged_folder(args.output) as out:
         write_rows_csv(rows, out / "cases.csv")
@@ -247,13 +255,22 @@ def cmd_bench(args) -> int:
         source = "procedural phantom" if args.source == "phantom" else f"held-out cohort hearts ({args.source})"
         (out / "summary.md").write_text(
             f"# cardiac-recon bench\n\nSource: {source}, {len(anatomies)} hearts; presets {', '.join(presets)}; "
-            f"seeds {', '.join(map(str, seeds))}; SAX slices every {args.slice_spacing:g} mm, reconstructed at the "
+            f"seeds {', '.join(map(str, seeds))}; long-axis views: {', '.join(args.lax or ()) or 'none'}; "
+            f"SAX slices every {args.slice_spacing:g} mm, reconstructed at the "
             f"truth's slice spacing. Plain Dice (no shift search); HD95/ASSD in mm, mean over LV, MYO, RV; "
             f"displacement error = mean per-slice Euclidean error in mm. Total {time.perf_counter() - t0:.0f} s.\n\n"
             + summary + "\n" + "".join(f"![{p.stem}]({p.name})\n" for p in plots))
     print(summary)
     print(f"Wrote {args.output}/ (cases.csv, summary.md, plots)")
     return 0
+
+
+def cmd_train(args) -> int:
+    import importlib
+
+    from .training import TRAINERS
+
+    return importlib.import_module(TRAINERS[args.trainer]).main(args)
 
 
 def cmd_methods(args) -> int:
@@ -306,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     r.add_argument("--option", action="append", metavar="NAME=VALUE", help="method option; repeatable")
     r.add_argument("--no-surfaces", action="store_true", help="skip surface meshes")
+    r.add_argument("--progress-format", choices=("bar", "lines"), default="bar",
+                   help="'bar' (default): a progress bar; 'lines': 'PROGRESS <fraction> <message>' lines on "
+                   "stderr, flushed, for a calling program such as the Slicer module")
+    r.add_argument("--cancel-file", metavar="FILE", help="stop (exit status 130, nothing written) as soon as FILE "
+                   "exists; lets a calling program cancel the run")
     r.add_argument("--output", required=True, help="output folder")
     r.set_defaults(func=cmd_run)
 
@@ -338,8 +360,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--methods", default="all", help="comma-separated method names or 'all'")
     b.add_argument("--seeds", default="0,1,2", help="comma-separated motion seeds (default: %(default)s)")
     b.add_argument("--slice-spacing", type=float, default=10.0, help="SAX slice spacing in mm (default: 10)")
+    b.add_argument("--lax", action="append", choices=["2ch", "3ch", "4ch"],
+                   help="also give every method this long-axis view, cut from the truth; repeatable")
     b.add_argument("--output", default="cardiac-recon-bench", help="output folder (default: %(default)s)")
     b.set_defaults(func=cmd_bench)
+
+    t = sub.add_parser("train", help="train the prior of a learned method (e.g. 'train lo')",
+                       description="Train a learned method's network on the shared data; resumable.")
+    tsub = t.add_subparsers(dest="trainer", metavar="NAME")
+    tsub.required = True
+    from .training import TRAINERS
+
+    for trainer, module in TRAINERS.items():
+        tp = tsub.add_parser(trainer, help=f"train the {trainer} prior", formatter_class=fmt)
+        import importlib
+
+        importlib.import_module(module).add_arguments(tp)
+    t.set_defaults(func=cmd_train)
 
     m = sub.add_parser("methods", help="list the registered methods and their options")
     m.set_defaults(func=cmd_methods)

@@ -14,7 +14,7 @@ spacing; see :func:`output_geometry`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -93,6 +93,9 @@ class Method:
     options: Sequence[Option] = ()
     kind: str = "baseline"  # 'baseline' or 'learned'
     estimates_displacements: bool = False
+    #: Option values that make the method fast enough for self-tests (few iterations, small
+    #: models); the Slicer self-test runs every registered method with them. Not for real use.
+    test_options: Dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
 _REGISTRY: Dict[str, Method] = {}
@@ -105,6 +108,12 @@ def register(method: Method) -> Method:
 
 def _load_builtin_methods() -> None:
     from . import baselines  # noqa: F401  (registers on import)
+
+    try:
+        from . import pipelines  # noqa: F401  (learned methods; they need torch)
+    except ImportError as exc:
+        if getattr(exc, "name", None) != "torch":
+            raise
 
 
 def available() -> List[Method]:
@@ -156,7 +165,7 @@ def run(name: str, case: Case, *, slice_spacing: Optional[float] = None, factor:
                      resolve_device(device) if method.kind == "learned" else "cpu", int(seed), progress, cancel)
     ctx.report(0.0, f"{method.title}: starting")
     t0 = time.perf_counter()
-    result = method.fn(case, ctx, **values)
+    result, ctx = _call_with_cpu_fallback(method, case, ctx, values)
     result.timings.setdefault("total_s", time.perf_counter() - t0)
     result.method = name
     result.diagnostics.setdefault("device", str(ctx.device))
@@ -169,3 +178,36 @@ def run(name: str, case: Case, *, slice_spacing: Optional[float] = None, factor:
         result.timings["surfaces_s"] = time.perf_counter() - t1
     ctx.report(1.0, f"{method.title}: done")
     return result
+
+
+def _is_cuda_out_of_memory(exc: BaseException) -> bool:
+    """True for torch's CUDA out-of-memory error (only a method that already imported torch
+    can raise it, so torch is never imported here just to ask)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    oom = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+    return oom is not None and isinstance(exc, oom)
+
+
+def _call_with_cpu_fallback(method: Method, case: Case, ctx: RunContext, values: Dict[str, Any]):
+    """Call the method; if it runs out of GPU memory, run it again on the CPU.
+
+    Big stacks or small GPUs are the most common reason a learned method fails for users; a
+    slower CPU result beats an error. The retry is recorded in ``diagnostics['warnings']``.
+    Returns the result and the context it was computed with."""
+    try:
+        return method.fn(case, ctx, **values), ctx
+    except Exception as exc:  # only CUDA out-of-memory is handled; everything else propagates
+        if not (str(ctx.device).startswith("cuda") and _is_cuda_out_of_memory(exc)):
+            raise
+        first_line = (str(exc).strip().splitlines() or ["out of memory"])[0]
+    import torch
+
+    torch.cuda.empty_cache()
+    warning = (f"{method.title}: the GPU ({ctx.device}) ran out of memory ({first_line}); "
+               "the method was run again on the CPU.")
+    ctx = replace(ctx, device="cpu")
+    result = method.fn(case, ctx, **values)
+    result.diagnostics.setdefault("warnings", []).append(warning)
+    return result, ctx

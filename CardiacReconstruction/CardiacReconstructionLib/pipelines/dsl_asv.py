@@ -1,0 +1,497 @@
+"""DeepWHR (``dsl_asv``): label-domain motion correction (DSL) + arbitrary-scale through-plane
+super-resolution (ASV); Dong et al., "Cross-Modality Whole-Heart MRI Reconstruction with Deep
+Motion Correction and Super-Resolution".
+
+Pipeline for one SAX label stack (any in-plane spacing, any oblique pose, 2-40 slices; the
+networks were trained on stacks of about 6-22 slices 7-11.5 mm apart):
+
+1. **Canonical LR grid** (:func:`canonical_geometry`). The networks work on one grid: 64 x 64
+   voxels of 2.5 mm in-plane (160 mm), one canonical slice per input slice, placed by physical
+   coordinates: the in-plane axes are rotated so that +i points from the LV towards the RV
+   (centroid of the RV minus centroid of LV + myocardium, the direction :func:`.cohort.sax_frame`
+   uses), +k runs from base to apex (slice order reversed when the input runs apex -> base), the
+   grid is centred on the mean per-slice centroid of the labelled heart, and k x i gives j so the
+   frame is right-handed in RAS. The same function canonicalises the training stacks, so the
+   networks never see a pose they were not trained on.
+2. **DSL** maps the one-hot stack to the corrected stack on the same grid. The per-slice
+   displacement is the in-plane shift that best overlays the input slice on the corrected one
+   (cross-correlation of the foreground class maps, sub-voxel peak); the stack is then shifted
+   back and DSL is run again (``iterations``), so a network that only partly corrects a large
+   shift converges (``start='centroid'`` starts from the centroid alignment instead of the stack
+   as acquired). The displacements are centred on their mean over the labelled slices: a common
+   shift of every slice cannot be seen in the stack, so the heart stays where it was acquired. With ``correction='shift'`` (default) the input slices moved by the estimated
+   displacements go to ASV, keeping the patient's own slice shapes; with ``'network'`` the DSL
+   output itself does (the paper's choice); ``'centroid'`` replaces DSL by the centroid alignment
+   of the ``centroid_shape_interp`` baseline and ``'none'`` skips motion correction (ablations).
+3. **ASV** super-resolves the corrected stack to the requested slice spacing on the canonical
+   in-plane grid (only over the box that holds the heart, for speed); class probabilities are resampled by physical position onto the output grid
+   (:func:`.methods.output_geometry`) and the most probable label is kept.
+
+Whole-heart (LV, MYO, RV, LA, RA, aorta, pulmonary artery) or biventricular mode follows the
+input's labels: the networks handle all 8 classes, and the output holds only classes present in
+the input. Diagnostics: per-structure surface-to-volume ratio (DeepWHR's smoothness measure)
+before (the input stack, nearest upsampled to the output grid) and after, and its relative
+change. Weights: ``dsl.pt`` and ``asv.pt`` (see their model cards in Resources/Weights).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from ..errors import InputError
+from ..geometry import Geometry, Volume, resample
+from ..labels import LV, MYO, RV, WHOLE_HEART, mode_of, present_labels
+
+N_CLASSES = 8  # background + 7 canonical labels
+CANONICAL_SIZE = 64
+CANONICAL_SPACING_MM = 2.5
+MAX_SHIFT_MM = 30.0  # the largest per-slice displacement the correction searches
+MIN_SLICES, MAX_SLICES = 2, 40
+CORRECTIONS = ("shift", "network", "centroid", "none")
+STARTS = ("zero", "centroid")
+
+
+# ---------------------------------------------------------------------------------------------
+# Canonical LR grid
+# ---------------------------------------------------------------------------------------------
+
+def base_is_first(labels: np.ndarray) -> bool:
+    """True when slice 0 of a (k, j, i) label stack is basal.
+
+    Whole heart: the atria and great vessels (labels 4-7) lie on the basal side of the
+    ventricles. Otherwise the LV (+ myocardium) is widest at the base and tapers to the apex, so
+    its area-weighted mean slice lies on the basal side of the middle of its extent
+    (:func:`.degrade._base_is_first`, the rule the simulator uses)."""
+    from ..degrade import _base_is_first
+
+    k = np.arange(labels.shape[0], dtype=float)
+    atria = np.isin(labels, (4, 5, 6, 7)).sum(axis=(1, 2)).astype(float)
+    ventricles = np.isin(labels, (LV, MYO, RV)).sum(axis=(1, 2)).astype(float)
+    if atria.sum() > 0 and ventricles.sum() > 0:
+        return float((atria * k).sum() / atria.sum()) <= float((ventricles * k).sum() / ventricles.sum())
+    return _base_is_first(labels)
+
+
+def _mean_slice_centroid(labels: np.ndarray) -> Tuple[float, float]:
+    """Mean over slices of each slice's foreground centroid (i, j) in voxels: every slice counts
+    once, so large basal slices do not pull the centre, and a common shift of all slices moves
+    it by exactly that shift."""
+    per_slice = []
+    for sl in labels:
+        jj, ii = np.nonzero(sl)
+        if ii.size:
+            per_slice.append((ii.mean(), jj.mean()))
+    if not per_slice:
+        raise InputError("The SAX segmentation is empty: it contains no labelled voxels.")
+    ci, cj = np.mean(per_slice, axis=0)
+    return float(ci), float(cj)
+
+
+def _lv_to_rv_direction(labels: np.ndarray, matrix: np.ndarray) -> Optional[np.ndarray]:
+    """RAS vector from the LV (+ myocardium) centroid to the RV centroid, None if either is absent."""
+    lv = np.argwhere(np.isin(labels, (LV, MYO)))
+    rv = np.argwhere(labels == RV)
+    if len(lv) == 0 or len(rv) == 0:
+        return None
+    diff_kji = rv.mean(axis=0) - lv.mean(axis=0)
+    return matrix[:, :2] @ diff_kji[[2, 1]]  # in-plane part only (i, j)
+
+
+@dataclass(frozen=True)
+class CanonicalGrid:
+    """The canonical LR grid of one input stack and how its slices map to the input's."""
+
+    geometry: Geometry  # (n_slices, size, size), k base -> apex
+    reversed: bool  # canonical slice m is input slice n - 1 - m
+
+    def to_canonical_order(self, array: np.ndarray) -> np.ndarray:
+        return array[::-1].copy() if self.reversed else array
+
+    def to_input_order(self, array: np.ndarray) -> np.ndarray:
+        return array[::-1].copy() if self.reversed else array
+
+
+def canonical_geometry(sax: Volume, size: int = CANONICAL_SIZE, spacing: float = CANONICAL_SPACING_MM) -> CanonicalGrid:
+    """The canonical LR grid of ``sax`` (see the module docstring): its slices coincide with the
+    input's slices; only the in-plane sampling, orientation and centre differ."""
+    labels = np.asarray(sax.array)
+    m = sax.ijk_to_ras[:3, :3]
+    d_i, d_j = m[:, 0] / np.linalg.norm(m[:, 0]), m[:, 1] / np.linalg.norm(m[:, 1])
+    normal = np.cross(d_i, d_j)
+    normal /= np.linalg.norm(normal)
+    first_basal = base_is_first(labels)
+    step = m[:, 2] if first_basal else -m[:, 2]  # base -> apex slice step (RAS)
+    if normal @ step < 0:
+        normal = -normal
+    v = _lv_to_rv_direction(labels, m)
+    v = d_i if v is None else v - (v @ normal) * normal
+    if np.linalg.norm(v) < 1e-6:
+        v = d_i
+    axis_i = v / np.linalg.norm(v)
+    axis_j = np.cross(normal, axis_i)
+    ci, cj = _mean_slice_centroid(labels)
+    k0 = 0 if first_basal else labels.shape[0] - 1
+    centre0 = sax.geometry.index_to_ras([ci, cj, k0])
+    half = (size - 1) / 2 * spacing
+    matrix = np.eye(4)
+    matrix[:3, 0], matrix[:3, 1], matrix[:3, 2] = axis_i * spacing, axis_j * spacing, step
+    matrix[:3, 3] = centre0 - half * (axis_i + axis_j)
+    return CanonicalGrid(Geometry((labels.shape[0], size, size), matrix), not first_basal)
+
+
+def to_canonical_labels(volume: Volume, grid: CanonicalGrid) -> np.ndarray:
+    """``volume`` (any label stack on the input's slices) resampled onto the canonical grid
+    (uint8 [k, j, i]). The slices coincide, so only the in-plane plane is interpolated
+    (SimpleITK label-linear: the label with the largest linearly interpolated indicator)."""
+    return resample(Volume(np.asarray(volume.array, np.uint8), volume.ijk_to_ras), grid.geometry,
+                    "label_linear").array.astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Displacements from the correction
+# ---------------------------------------------------------------------------------------------
+
+def _parabolic_offset(c_minus: float, c_0: float, c_plus: float) -> float:
+    denom = c_minus - 2 * c_0 + c_plus
+    return 0.0 if abs(denom) < 1e-12 else float(np.clip(0.5 * (c_minus - c_plus) / denom, -0.5, 0.5))
+
+
+def slice_shifts(observed: np.ndarray, reference: np.ndarray, max_shift_px: float) -> np.ndarray:
+    """Per-slice in-plane shift (di, dj) in voxels such that ``observed`` slice k is best matched
+    by ``reference`` slice k moved by (di, dj): the peak of the cross-correlation of the
+    foreground class maps (channels 1.., [C, K, J, I] probabilities), refined to sub-voxel by a
+    parabola through the peak and its neighbours, searched within ``max_shift_px``. Slices where
+    either map is empty get zero."""
+    c, n_k, n_j, n_i = observed.shape
+    out = np.zeros((n_k, 2))
+    jj = np.fft.fftfreq(n_j) * n_j
+    ii = np.fft.fftfreq(n_i) * n_i
+    window = np.hypot(ii[None, :], jj[:, None]) <= max_shift_px
+    for k in range(n_k):
+        a, b = observed[1:, k], reference[1:, k]
+        if a.sum() < 1e-3 or b.sum() < 1e-3:
+            continue
+        # corr[s] = sum_p a(p) b(p - s): zero-padded so that nothing wraps around.
+        shape = (2 * n_j, 2 * n_i)
+        fa, fb = np.fft.rfft2(a, shape), np.fft.rfft2(b, shape)
+        corr_full = np.fft.irfft2((fa * np.conj(fb)).sum(axis=0), shape)
+        corr = np.concatenate([corr_full[:n_j // 2 + n_j % 2], corr_full[-(n_j // 2):]], axis=0)
+        corr = np.concatenate([corr[:, :n_i // 2 + n_i % 2], corr[:, -(n_i // 2):]], axis=1)
+        masked = np.where(window, corr, -np.inf)
+        pj, pi = np.unravel_index(int(np.argmax(masked)), masked.shape)
+        sub_j = _parabolic_offset(corr[(pj - 1) % n_j, pi], corr[pj, pi], corr[(pj + 1) % n_j, pi])
+        sub_i = _parabolic_offset(corr[pj, (pi - 1) % n_i], corr[pj, pi], corr[pj, (pi + 1) % n_i])
+        out[k] = (ii[pi] + sub_i, jj[pj] + sub_j)
+    return out
+
+
+def canonical_to_input_mm(shifts_px: np.ndarray, grid: CanonicalGrid, sax: Volume) -> np.ndarray:
+    """Canonical (di, dj) voxel shifts (canonical slice order) -> displacements (dx, dy) in mm
+    along the input stack's i and j axes (input slice order), the convention of :mod:`.case`."""
+    g = grid.geometry
+    ras = shifts_px @ g.ijk_to_ras[:3, :2].T  # (n, 3) RAS vectors
+    m = sax.ijk_to_ras[:3, :2]
+    mm = np.linalg.lstsq(m / np.linalg.norm(m, axis=0), ras.T, rcond=None)[0].T  # along unit i, j
+    return grid.to_input_order(mm)
+
+
+def input_mm_to_canonical(displacements_mm: np.ndarray, grid: CanonicalGrid, sax: Volume) -> np.ndarray:
+    """The inverse of :func:`canonical_to_input_mm`: input-order (dx, dy) mm -> canonical-order
+    (di, dj) voxel shifts."""
+    m = sax.ijk_to_ras[:3, :2]
+    ras = np.asarray(displacements_mm, float) @ (m / np.linalg.norm(m, axis=0)).T
+    g = grid.geometry.ijk_to_ras[:3, :2]
+    px = np.linalg.lstsq(g, ras.T, rcond=None)[0].T
+    return grid.to_canonical_order(px)
+
+
+def shift_probabilities(prob: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
+    """Move every slice of ``prob`` [C, K, J, I] by ``shifts_px[k] = (di, dj)`` voxels (linear
+    interpolation; background fills what enters the field of view)."""
+    from scipy import ndimage
+
+    out = np.empty_like(prob)
+    for k, (di, dj) in enumerate(shifts_px):
+        for c in range(prob.shape[0]):
+            out[c, k] = ndimage.shift(prob[c, k], (dj, di), order=1, mode="constant", cval=1.0 if c == 0 else 0.0)
+    return out
+
+
+def onehot(labels: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
+    """float32 [C, ...] one-hot of an integer label array."""
+    return (np.arange(n_classes, dtype=np.uint8).reshape((-1,) + (1,) * labels.ndim) == labels[None]).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks (loaded once per device from the shipped, checksummed weights)
+# ---------------------------------------------------------------------------------------------
+
+DSL_WEIGHTS, ASV_WEIGHTS = "dsl", "asv"  # names in Resources/Weights/manifest.json
+_MODELS: Dict[Tuple[str, str], object] = {}
+
+
+def _weights_object(name: str):
+    """The loaded weights file ``name``, checksum-verified by :mod:`..weights`."""
+    from .. import weights
+
+    return weights.load_state_dict(name, map_location="cpu")
+
+
+_OVERRIDE: Dict[str, object] = {}
+
+
+@contextmanager
+def using_weights(dsl_weights=None, asv_weights=None):
+    """Within the block, ``dsl_asv`` runs with these weights files instead of the shipped ones
+    (validation of freshly trained or fine-tuned networks)."""
+    previous = dict(_OVERRIDE)
+    _OVERRIDE.update({k: v for k, v in (("dsl", dsl_weights), ("asv", asv_weights)) if v is not None})
+    try:
+        yield
+    finally:
+        _OVERRIDE.clear()
+        _OVERRIDE.update(previous)
+
+
+def load_models(device: str = "cpu", dsl_weights=None, asv_weights=None):
+    """(DSLNet, ASVNet) in eval mode on ``device``; the shipped weights unless paths are given
+    (or set by :func:`using_weights`). Cached per device and weights source."""
+    from ..training.dsl_asv import load_network
+
+    dsl_weights = dsl_weights if dsl_weights is not None else _OVERRIDE.get("dsl")
+    asv_weights = asv_weights if asv_weights is not None else _OVERRIDE.get("asv")
+    key = (str(device), f"{dsl_weights}|{asv_weights}")
+    if key not in _MODELS:
+        dsl = load_network(dsl_weights if dsl_weights is not None else _weights_object(DSL_WEIGHTS), "dsl")
+        asv = load_network(asv_weights if asv_weights is not None else _weights_object(ASV_WEIGHTS), "asv")
+        _MODELS[key] = (dsl.to(device), asv.to(device))
+    return _MODELS[key]
+
+
+def clear_model_cache() -> None:
+    _MODELS.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# The two stages
+# ---------------------------------------------------------------------------------------------
+
+def _masked_softmax(logits, present: Tuple[int, ...]):
+    """Softmax over the classes present in the input only (absent classes get probability 0)."""
+    import torch
+
+    mask = torch.full((logits.shape[1],), float("-inf"), device=logits.device)
+    mask[list(present)] = 0.0
+    return torch.softmax(logits + mask.view(1, -1, 1, 1, 1), dim=1)
+
+
+def run_dsl(model, prob: np.ndarray, present: Tuple[int, ...], device: str = "cpu") -> np.ndarray:
+    """DSL on one canonical stack of class probabilities [C, K, J, I] -> corrected probabilities."""
+    import torch
+
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(prob, np.float32))[None].to(device)
+        return _masked_softmax(model(x), present)[0].cpu().numpy()
+
+
+def correct_motion(model, prob: np.ndarray, present: Tuple[int, ...], iterations: int, max_shift_px: float,
+                   device: str = "cpu",
+                   initial_shifts: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray, list]:
+    """Iterated DSL correction: estimate each slice's shift against the DSL output, move the
+    slices back, repeat. Returns (total shifts (K, 2) voxels, last DSL output, per-iteration
+    mean |update| in voxels). Shifts are centred on their mean over the labelled slices: a common
+    shift of every slice is invisible in the stack (the heart's position is the input's)."""
+    shifts = np.zeros((prob.shape[1], 2)) if initial_shifts is None else np.array(initial_shifts, float)
+    labelled = prob[1:].sum(axis=(0, 2, 3)) > 0
+    updates, out = [], None
+    for _ in range(iterations):
+        moved = shift_probabilities(prob, -shifts) if shifts.any() else prob
+        out = run_dsl(model, moved, present, device)
+        step = slice_shifts(moved, out, max_shift_px)
+        shifts = shifts + step
+        if labelled.any():
+            shifts[labelled] -= shifts[labelled].mean(axis=0)
+        shifts[~labelled] = 0.0
+        updates.append(float(np.linalg.norm(step, axis=1).mean()))
+    return shifts, out, updates
+
+
+def run_asv(model, prob: np.ndarray, z: np.ndarray, cell: float, present: Tuple[int, ...],
+            device: str = "cpu", chunk: int = 32) -> np.ndarray:
+    """ASV: LR probabilities [C, K, J, I] -> probabilities [C, len(z), J, I] at continuous LR
+    slice positions ``z`` (ascending), in chunks of target slices to bound memory."""
+    import torch
+
+    outs = []
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(prob, np.float32))[None].to(device)
+        for s in range(0, len(z), chunk):
+            zz = torch.from_numpy(np.asarray(z[s:s + chunk], np.float32)).to(device)
+            outs.append(_masked_softmax(model(x, zz, float(cell)), present)[0].cpu().numpy())
+    return np.concatenate(outs, axis=1)
+
+
+def _to_output_grid(prob_hr: np.ndarray, hr_geometry: Geometry, output: Geometry,
+                    present: Tuple[int, ...]) -> np.ndarray:
+    """Resample canonical HR probabilities onto the output grid by physical position (linear;
+    background outside the canonical field of view) and keep the most probable present label."""
+    best = np.full(output.shape, -1.0, np.float32)
+    labels = np.zeros(output.shape, np.uint8)
+    for c in present:
+        p = resample(Volume(prob_hr[c].astype(np.float32), hr_geometry.ijk_to_ras), output, "linear",
+                     default_value=1.0 if c == 0 else 0.0).array
+        better = p > best
+        labels[better], best[better] = c, p[better]
+    return labels
+
+
+def heart_box(prob: np.ndarray, margin: int = 6) -> Tuple[slice, slice]:
+    """In-plane (j, i) box of even size around every labelled voxel of any slice, plus a margin:
+    ASV only needs to run where there is anatomy (about a third of the canonical plane)."""
+    fg = prob[1:].sum(axis=(0, 1)) > 0.05
+    if not fg.any():
+        return slice(0, prob.shape[2]), slice(0, prob.shape[3])
+    boxes = []
+    for axis, n in ((1, prob.shape[2]), (0, prob.shape[3])):
+        idx = np.flatnonzero(fg.any(axis=axis))
+        lo, hi = max(0, int(idx[0]) - margin), min(n, int(idx[-1]) + 1 + margin)
+        if (hi - lo) % 2:
+            hi, lo = (hi + 1, lo) if hi < n else (hi, lo - 1)
+        boxes.append(slice(lo, hi))
+    return boxes[0], boxes[1]
+
+
+def super_resolve(model, prob: np.ndarray, grid: CanonicalGrid, output: Geometry, present: Tuple[int, ...],
+                  device: str = "cpu") -> np.ndarray:
+    """ASV from the canonical LR grid to the labels of ``output`` (uint8 [k, j, i])."""
+    g = grid.geometry
+    z_out = g.ras_to_index(output.slice_centres())[:, 2]
+    order = np.argsort(z_out)
+    z_sorted = z_out[order]
+    s_lr = float(g.spacing[2])
+    s_out = float(output.spacing[2])
+    box_j, box_i = heart_box(prob)
+    corner = g.index_to_ras([box_i.start, box_j.start, 0])
+    m = g.ijk_to_ras.copy()
+    m[:3, 3] = corner
+    boxed = Geometry((g.shape[0], box_j.stop - box_j.start, box_i.stop - box_i.start), m)
+    first = float(z_sorted[0]) * s_lr
+    hr_geometry = boxed.with_slices(len(z_sorted), s_out, first_slice_offset_mm=first)
+    prob_hr = run_asv(model, prob[:, :, box_j, box_i], z_sorted, s_out / s_lr, present, device)
+    return _to_output_grid(prob_hr, hr_geometry, output, present)
+
+
+# ---------------------------------------------------------------------------------------------
+# The registered method
+# ---------------------------------------------------------------------------------------------
+
+def _check_input(sax: Volume) -> None:
+    n = sax.shape[0]
+    if not MIN_SLICES <= n <= MAX_SLICES:
+        raise InputError(f"dsl_asv needs a SAX stack of {MIN_SLICES}-{MAX_SLICES} slices, got {n}.")
+
+
+def _sv_diagnostics(before: Volume, after: Volume, present: Tuple[int, ...]) -> Dict[str, Dict[str, float]]:
+    from ..metrics import relative_change, structure_key, surface_to_volume
+
+    labs = tuple(l for l in present if l)
+    sv_before, sv_after = surface_to_volume(before, labs), surface_to_volume(after, labs)
+    change = relative_change(sv_before, sv_after)
+    key = lambda d: {structure_key(k): float(v) for k, v in d.items()}  # noqa: E731
+    return {"sv_before": key(sv_before), "sv_after": key(sv_after), "sv_relative_change": key(change)}
+
+
+def _centroid_shifts(sax: Volume, grid: CanonicalGrid) -> np.ndarray:
+    """The centroid alignment of the ``centroid_shape_interp`` baseline, in canonical voxels."""
+    from ..baselines import centroid_displacements
+
+    return input_mm_to_canonical(centroid_displacements(sax)[0], grid, sax)
+
+
+def dsl_asv(case, ctx, correction: str = "shift", iterations: int = 3, max_shift_mm: float = MAX_SHIFT_MM,
+            start: str = "zero"):
+    """The registered ``dsl_asv`` method (see the module docstring)."""
+    from ..methods import Result
+
+    if correction not in CORRECTIONS:
+        raise InputError(f"Unknown correction {correction!r}; expected one of {', '.join(CORRECTIONS)}.")
+    sax = case.sax
+    _check_input(sax)
+    timings = {}
+    t0 = time.perf_counter()
+    present = (0,) + tuple(l for l in present_labels(sax.array) if l in WHOLE_HEART)
+    dsl_model, asv_model = load_models(ctx.device)
+    timings["load_s"] = time.perf_counter() - t0
+    ctx.report(0.05, "canonical grid")
+
+    t1 = time.perf_counter()
+    grid = canonical_geometry(sax, dsl_model.config.inplane_size, dsl_model.config.inplane_spacing_mm)
+    labels_c = to_canonical_labels(sax, grid)
+    prob = onehot(labels_c)
+    clipped = bool(labels_c[:, [0, -1], :].any() or labels_c[:, :, [0, -1]].any())
+    timings["canonical_s"] = time.perf_counter() - t1
+
+    ctx.report(0.15, "DSL motion correction")
+    t2 = time.perf_counter()
+    spacing = float(grid.geometry.spacing[0])
+    shifts = np.zeros((sax.shape[0], 2))
+    updates = []
+    corrected = prob
+    if correction in ("shift", "network"):
+        initial = _centroid_shifts(sax, grid) if start == "centroid" else None
+        shifts, _, updates = correct_motion(dsl_model, prob, present, int(iterations), max_shift_mm / spacing,
+                                            ctx.device, initial)
+        corrected = shift_probabilities(prob, -shifts)
+        if correction == "network":
+            corrected = run_dsl(dsl_model, corrected, present, ctx.device)
+    elif correction == "centroid":
+        shifts = _centroid_shifts(sax, grid)
+        corrected = shift_probabilities(prob, -shifts)
+    timings["dsl_s"] = time.perf_counter() - t2
+
+    ctx.report(0.5, "ASV super-resolution")
+    t3 = time.perf_counter()
+    out = super_resolve(asv_model, corrected, grid, ctx.geometry, present, ctx.device)
+    labels = Volume.on(ctx.geometry, out)
+    timings["asv_s"] = time.perf_counter() - t3
+
+    displacements = canonical_to_input_mm(shifts, grid, sax)
+    before = resample(sax, ctx.geometry, "nearest", nearest_extrapolation=True)
+    diagnostics = {"mode": mode_of(present[1:]), "correction": correction, "iterations": int(iterations),
+                   "start": start,
+                   "shift_update_mm_per_iteration": [u * spacing for u in updates],
+                   "canonical_grid": {"shape_kji": list(grid.geometry.shape), "spacing_mm": spacing,
+                                      "reversed_slice_order": grid.reversed},
+                   "heart_reaches_canonical_border": clipped,
+                   **_sv_diagnostics(before, labels, present)}
+    return Result(labels, displacements, timings=timings, diagnostics=diagnostics)
+
+
+def _register() -> None:
+    from ..methods import Method, Option, register
+
+    register(Method(
+        "dsl_asv", "DeepWHR: DSL motion correction + ASV super-resolution",
+        "Label-domain motion correction by a CT-trained latent-volume-map autoencoder (per-slice displacements "
+        "from its correction), then arbitrary-scale through-plane super-resolution by an implicit neural "
+        "representation network. Whole heart or biventricular, from the input's labels.",
+        dsl_asv,
+        options=(Option("correction", str, "shift", "'shift': move the input slices by the displacements DSL "
+                        "estimates (keeps the patient's slice shapes); 'network': use the DSL output itself "
+                        "(the paper); 'centroid': centroid alignment instead of DSL, 'none': no motion correction "
+                        "(ablations).", choices=CORRECTIONS),
+                 Option("iterations", int, 3, "DSL passes (each re-estimates the displacements after moving "
+                        "the slices back).", minimum=1, maximum=5),
+                 Option("max_shift_mm", float, MAX_SHIFT_MM, "largest per-slice displacement searched (mm).",
+                        minimum=2.0, maximum=60.0),
+                 Option("start", str, "zero", "DSL's starting point: 'zero' (the input as acquired) or "
+                        "'centroid' (after the centroid alignment of the baseline).", choices=STARTS)),
+        kind="learned", estimates_displacements=True))
+
+
+_register()

@@ -1,0 +1,7 @@
+"""Training commands of the learned pipelines (``cardiac-recon train <name>``)."""
+
+TRAINERS = {"lo": "CardiacReconstructionLib.training.lo"}  # name -> module with add_arguments / main
+
+__all__ = ["TRAINERS"]
+
+TRAINERS["dsl_asv"] = "CardiacReconstructionLib.training.dsl_asv"  # DeepWHR: dsl | asv | finetune

@@ -1,0 +1,473 @@
+"""Training the shape prior of latent optimisation: ``cardiac-recon train lo``.
+
+Data: the training split of the whole-heart CT cohort (:func:`..cohort.split`, 15 real subjects,
+valve-cut biventricular labels, no PCA shapes: those leak the validation subjects), each shape
+resliced straight onto the prior's grid in its SAX frame by :func:`..cohort.load_subject` with
+augmentation (scale, long-axis scale, tilt, spin, elastic) in one SimpleITK pass.
+
+Why a cache: one augmented resampling costs ~0.2 s of CPU, more than a training step per sample,
+so ``augmentations`` draws per subject are made once (seeded by ``(seed, subject, draw)``, in
+``workers`` processes) and kept in ``cache_dir``; every step then adds a random integer
+translation (``translate_voxels``) so that the prior tolerates the error of the grid centre
+estimated from a stack at inference. Optional ``acdc`` adds MRI-shaped pseudo high-resolution
+shapes (:func:`..cohort.acdc_pseudo_hr` on the ACDC training split) mapped onto the prior grid
+exactly as inference maps a stack (:func:`..pipelines.latent_optimisation.prior_frame_from_stack`).
+
+Validation: the 4 held-out CT subjects, un-augmented; reconstruction Dice per structure of
+``argmax(decode(mu))`` and the KL (nats) the code carries.
+
+Resumable and exact: every step draws its batch, translations and reparameterisation noise from
+generators seeded by ``(seed, step)``; the model, optimiser and step are checkpointed every
+``checkpoint_every`` steps (atomically), and ``--resume`` continues from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import InputError
+
+CT_CITATION = ("Rodero C. et al., 'Linking statistical shape models and simulated function in the healthy adult "
+               "human heart', PLOS Computational Biology 17(4):e1008851 (2021).")
+ACDC_CITATION = ("Bernard O. et al., 'Deep learning techniques for automatic MRI cardiac multi-structures "
+                 "segmentation and diagnosis: is the problem solved?', IEEE TMI 37(11):2514-2525 (2018).")
+SRHEART_CITATION = ("Wang S. et al., 'Joint motion correction and super resolution for cardiac segmentation via "
+                    "latent optimisation', MICCAI 2021.")
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (saved in every checkpoint and in the exported weights' metadata)."""
+
+    grid_shape: Tuple[int, int, int] = (32, 64, 64)
+    spacing: Tuple[float, float, float] = (2.5, 2.5, 4.0)
+    latent_dim: int = 64
+    channels: Tuple[int, ...] = (16, 32, 64, 128)
+    beta: float = 1e-3
+    free_bits: float = 2.0
+    epochs: int = 30
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    final_learning_rate: float = 1e-4
+    augmentations: int = 48
+    translate_voxels: Tuple[int, int, int] = (1, 2, 2)  # max |shift| along k, j, i
+    acdc: bool = False
+    acdc_copies: int = 2  # each ACDC shape enters the training set this many times
+    subjects: int = 0  # use only the first N CT training subjects (0: all; for tests and quick runs)
+    seed: int = 0
+    checkpoint_every: int = 100
+    validate_every: int = 200
+    log_every: int = 20
+    workers: int = 2
+    max_minutes: float = 0.0  # stop (checkpoint and export) after this wall time; 0: no limit
+    data_root: Optional[str] = None
+    cache_dir: str = "/tmp/cardiac-recon-cache"
+
+    def vae_config(self):
+        from ..networks.vae import VAEConfig
+
+        return VAEConfig(grid_shape=self.grid_shape, spacing=self.spacing, latent_dim=self.latent_dim,
+                         channels=self.channels, beta=self.beta, free_bits=self.free_bits)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+def _one_ct_sample(job) -> np.ndarray:
+    """Worker: one (augmented) CT shape on the prior grid, uint8 labels [k, j, i]."""
+    path, grid_shape, spacing, seed_seq = job
+    import SimpleITK as sitk
+
+    from ..cohort import load_subject
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    augment = None if seed_seq is None else np.random.default_rng(seed_seq)
+    return load_subject(path, grid_shape, spacing, augment=augment).array.astype(np.uint8)
+
+
+def _map_jobs(jobs: List, workers: int) -> List[np.ndarray]:
+    if workers <= 1 or len(jobs) < 4:
+        return [_one_ct_sample(j) for j in jobs]
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(workers) as pool:
+        return pool.map(_one_ct_sample, jobs, chunksize=4)
+
+
+def _cache_key(cfg: TrainConfig, names: Sequence[str], what: str) -> str:
+    text = json.dumps([what, list(cfg.grid_shape), list(cfg.spacing), cfg.augmentations, cfg.seed, list(names)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def ct_training_set(cfg: TrainConfig, log=print) -> np.ndarray:
+    """``augmentations`` augmented draws of every CT training subject on the prior grid,
+    uint8 [N, k, j, i], cached on disk (same config -> same file)."""
+    from ..cohort import split
+
+    paths = split(cfg.data_root, "train")
+    paths = paths[:cfg.subjects] if cfg.subjects > 0 else paths
+    names = [p.stem for p in paths]
+    cache = Path(cfg.cache_dir) / f"lo_ct_{_cache_key(cfg, names, 'ct')}.npy"
+    if cache.is_file():
+        log(f"training set: {cache} (cached)")
+        return np.load(cache)
+    jobs = [(str(p), cfg.grid_shape, cfg.spacing, [cfg.seed, s, a])
+            for s, p in enumerate(paths) for a in range(cfg.augmentations)]
+    t0 = time.perf_counter()
+    log(f"training set: resampling {len(jobs)} augmented CT shapes ({len(paths)} subjects x "
+        f"{cfg.augmentations}) with {cfg.workers} workers...")
+    data = np.stack(_map_jobs(jobs, cfg.workers))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npy")
+    np.save(tmp, data)
+    os.replace(tmp, cache)
+    log(f"training set: {data.shape[0]} shapes in {time.perf_counter() - t0:.0f} s -> {cache}")
+    return data
+
+
+def validation_set(cfg: TrainConfig) -> Tuple[List[str], np.ndarray]:
+    """The held-out CT subjects on the prior grid, un-augmented: names and uint8 [4, k, j, i]."""
+    from ..cohort import split
+
+    paths = split(cfg.data_root, "val")
+    data = np.stack(_map_jobs([(str(p), cfg.grid_shape, cfg.spacing, None) for p in paths], 1))
+    return [p.stem for p in paths], data
+
+
+def acdc_training_set(cfg: TrainConfig, log=print) -> np.ndarray:
+    """Pseudo high-resolution ACDC shapes (training patients, both frames) on the prior grid,
+    placed by the same stack-derived frame that inference uses; uint8 [N, k, j, i]."""
+    from ..cohort import acdc_pseudo_hr, acdc_split, load_acdc
+    from ..pipelines.latent_optimisation import labels_on_prior_grid
+
+    keys = acdc_split(cfg.data_root, "train")
+    cache = Path(cfg.cache_dir) / f"lo_acdc_{_cache_key(cfg, keys, 'acdc')}.npy"
+    if cache.is_file():
+        log(f"ACDC set: {cache} (cached)")
+        return np.load(cache)
+    t0 = time.perf_counter()
+    out = []
+    for key in keys:
+        sax = load_acdc(cfg.data_root, key)
+        try:
+            out.append(labels_on_prior_grid(acdc_pseudo_hr(sax), sax, cfg.vae_config()))
+        except InputError as exc:  # a stack without LV or RV cannot be placed; skip it
+            log(f"ACDC set: skipping {key}: {exc}")
+    data = np.stack(out).astype(np.uint8)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, data)
+    log(f"ACDC set: {len(data)} pseudo-HR shapes in {time.perf_counter() - t0:.0f} s -> {cache}")
+    return data
+
+
+def translate(batch, shifts: np.ndarray):
+    """Shift every sample of a class-index batch [B, k, j, i] by integer voxels (zero fill)."""
+    import torch
+
+    out = torch.zeros_like(batch)
+    for b, (dk, dj, di) in enumerate(np.asarray(shifts, int)):
+        src = [slice(max(0, -d), n - max(0, d)) for d, n in zip((dk, dj, di), batch.shape[1:])]
+        dst = [slice(max(0, d), n - max(0, -d)) for d, n in zip((dk, dj, di), batch.shape[1:])]
+        out[(b, *dst)] = batch[(b, *src)]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+def dice_per_class(pred, truth, n_classes: int) -> np.ndarray:
+    """Dice of classes 1..n-1 between two class-index arrays (NaN where both are empty)."""
+    out = []
+    for c in range(1, n_classes):
+        a, b = pred == c, truth == c
+        s = a.sum() + b.sum()
+        out.append(float(2 * (a & b).sum() / s) if s else float("nan"))
+    return np.asarray(out)
+
+
+def validate(model, data: np.ndarray) -> Dict[str, object]:
+    """Encode-decode Dice (LV, MYO, RV) of every validation shape with z = mu, and the KL (nats)."""
+    import torch
+
+    from ..networks.vae import kl_per_dimension, onehot
+
+    with torch.no_grad():
+        x = onehot(data)
+        mu, log_var = model.encode(x)
+        pred = model.decode(mu).argmax(1).numpy()
+        kl = float(kl_per_dimension(mu, log_var).sum())
+    dice = np.stack([dice_per_class(p, t, model.config.n_classes) for p, t in zip(pred, data)])
+    return {"dice_LV": float(dice[:, 0].mean()), "dice_MYO": float(dice[:, 1].mean()),
+            "dice_RV": float(dice[:, 2].mean()), "dice_mean": float(np.nanmean(dice)), "kl_nats": kl,
+            "dice_per_subject": dice.round(4).tolist()}
+
+
+def _learning_rate(cfg: TrainConfig, step: int, total: int) -> float:
+    """Cosine decay from ``learning_rate`` to ``final_learning_rate`` over the run."""
+    t = min(1.0, step / max(1, total))
+    return cfg.final_learning_rate + 0.5 * (cfg.learning_rate - cfg.final_learning_rate) * (1 + math.cos(math.pi * t))
+
+
+def _save_atomic(obj, path: Path) -> None:
+    import torch
+
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, str(tmp))
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, output: Path, resume: bool = False, log=print) -> Path:
+    """Train (or resume) and export ``output/lo_vae.pt``; returns its path."""
+    import torch
+
+    from ..networks.vae import LabelVAE, save_vae, vae_loss
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    ckpt_path = output / "checkpoint.pt"
+    state = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise InputError(f"Nothing to resume: no checkpoint at {ckpt_path}.")
+        state = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
+        saved = state["train_config"]
+        cfg = TrainConfig(**{**saved, "epochs": cfg.epochs, "max_minutes": cfg.max_minutes, "acdc": cfg.acdc,
+                             "workers": cfg.workers, "data_root": cfg.data_root, "cache_dir": cfg.cache_dir})
+        log(f"resuming from step {state['step']} of {ckpt_path}")
+    torch.manual_seed(cfg.seed)
+    data = ct_training_set(cfg, log)
+    if cfg.acdc:
+        data = np.concatenate([data] + [acdc_training_set(cfg, log)] * cfg.acdc_copies)
+    val_names, val_data = validation_set(cfg)
+    model = LabelVAE(cfg.vae_config())
+    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    step, history, elapsed_before = 0, [], 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        step, history, elapsed_before = int(state["step"]), list(state["history"]), float(state["elapsed_s"])
+    steps_per_epoch = max(1, len(data) // cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    log(f"training: {len(data)} shapes, grid {cfg.grid_shape} at {cfg.spacing} mm, {steps_per_epoch} steps/epoch, "
+        f"{cfg.epochs} epochs = {total} steps, {torch.get_num_threads()} threads")
+    data_t = torch.from_numpy(data)
+    t0 = time.perf_counter()
+
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - t0
+
+    def checkpoint():
+        _save_atomic({"train_config": _plain(asdict(cfg)), "model": model.state_dict(),
+                      "optimiser": optimiser.state_dict(), "step": step, "history": history,
+                      "elapsed_s": elapsed()}, ckpt_path)
+
+    running = []
+    model.train()
+    while step < total:
+        rng = np.random.default_rng([cfg.seed, step])
+        torch.manual_seed(int(rng.integers(2 ** 62)))
+        idx = rng.integers(0, len(data), cfg.batch_size)
+        limits = np.asarray(cfg.translate_voxels)
+        shifts = rng.integers(-limits, limits + 1, size=(cfg.batch_size, 3))
+        target = translate(data_t[idx].long(), shifts)
+        x = torch.nn.functional.one_hot(target, model.config.n_classes).movedim(-1, 1).float()
+        for g in optimiser.param_groups:
+            g["lr"] = _learning_rate(cfg, step, total)
+        logits, mu, log_var = model(x)
+        losses = vae_loss(logits, target, mu, log_var, model.config)
+        optimiser.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        optimiser.step()
+        step += 1
+        running.append([float(losses["ce"].detach()), float(losses["kl"].detach())])
+        if step % cfg.log_every == 0 or step == total:
+            ce, kl = np.mean(running, axis=0)
+            running = []
+            log(f"step {step}/{total} epoch {step / steps_per_epoch:.2f} ce {ce:.4f} kl {kl:.1f} nats "
+                f"lr {optimiser.param_groups[0]['lr']:.2e} elapsed {elapsed() / 60:.1f} min")
+        if step % cfg.validate_every == 0 or step == total:
+            model.eval()
+            v = validate(model, val_data)
+            model.train()
+            history.append({"step": step, **{k: v[k] for k in ("dice_LV", "dice_MYO", "dice_RV", "kl_nats")}})
+            log(f"  validation: Dice LV {v['dice_LV']:.3f} MYO {v['dice_MYO']:.3f} RV {v['dice_RV']:.3f} "
+                f"KL {v['kl_nats']:.1f} nats")
+        if step % cfg.checkpoint_every == 0:
+            checkpoint()
+        if cfg.max_minutes and elapsed() > 60 * cfg.max_minutes:
+            log(f"stopping at step {step}: --max-minutes {cfg.max_minutes:g} reached")
+            break
+    checkpoint()
+    model.eval()
+    final = validate(model, val_data)
+    meta = {"train_config": _plain(asdict(cfg)), "steps": step, "epochs_done": step / steps_per_epoch,
+            "training_shapes": int(len(data)), "elapsed_s": round(elapsed(), 1), "device": "cpu",
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "validation": {"subjects": val_names, **final}, "history": history,
+            "data": [CT_CITATION] + ([ACDC_CITATION] if cfg.acdc else []), "method": SRHEART_CITATION}
+    out = output / "lo_vae.pt"
+    save_vae(model, out)
+    (output / "lo_vae.json").write_text(json.dumps(meta, indent=2))
+    log(f"exported {out}: validation Dice LV {final['dice_LV']:.3f} MYO {final['dice_MYO']:.3f} "
+        f"RV {final['dice_RV']:.3f}, KL {final['kl_nats']:.1f} nats, {elapsed() / 60:.1f} min")
+    return out
+
+
+def _plain(d):
+    return json.loads(json.dumps(d))
+
+
+def model_card(meta: Dict, sha256: str, name: str = "lo_vae") -> str:
+    """Markdown model card of exported weights from their metadata (``lo_vae.json``)."""
+    cfg, val = meta["train_config"], meta["validation"]
+    grid, sp = cfg["grid_shape"], cfg["spacing"]
+    fov = [n * s for n, s in zip(grid[::-1], sp)]
+    per_subject = "\n".join(f"| {n} | {d[0]:.3f} | {d[1]:.3f} | {d[2]:.3f} |"
+                             for n, d in zip(val["subjects"], val["dice_per_subject"]))
+    data = "\n".join(f"  - {c}" for c in meta["data"])
+    acdc = (f", plus {cfg.get('acdc_copies', 2)} copies of the ACDC pseudo-HR shapes (centroid alignment + "
+            "shape-based interpolation of the real stacks, ED and ES) of the ACDC training patients, placed "
+            "on the grid by the stack-derived frame that inference uses") if cfg.get("acdc") else ""
+    population = ("healthy adult end-diastolic CT anatomy (19 people in the source model) and the ACDC "
+                  "training patients (five diagnostic groups, ED and ES)") if cfg.get("acdc") else \
+        "end-diastolic CT anatomy of healthy adults (19 people in the source model)"
+    return f"""# Model card: `{name}` (shape prior of latent optimisation)
+
+A 3D beta-VAE over one-hot biventricular label maps (background, LV blood pool, LV myocardium,
+RV blood pool), the prior of the `latent_optimisation` method (SRHeart: {meta['method']}).
+
+- **File**: `{name}.pt`, a plain PyTorch state dict (tensors only; the network/grid config is the
+  UTF-8 JSON of the `_config_json` tensor), loadable with `torch.load(weights_only=True)`.
+  SHA-256 `{sha256}`.
+- **Grid**: {grid[0]} x {grid[1]} x {grid[2]} voxels (k, j, i) at {sp[0]:g} x {sp[1]:g} x {sp[2]:g} mm (i, j, k), a
+  {fov[0]:g} x {fov[1]:g} x {fov[2]:g} mm box (the SRHeart field of view) in the short-axis frame of the CT cohort:
+  k from base to apex (mitral valve centre -> LV apex), i from the LV towards the RV (mitral -> tricuspid
+  valve centre), centred on the ventricles in-plane and on the mitral-apex midpoint along k. This is a
+  REDUCED grid (the SRHeart default is 64 x 128 x 128 at 2 x 1.25 x 1.25 mm) so that training and
+  inference fit a 2-core CPU; a model trained at another grid drops in unchanged (the grid is stored
+  with the weights).
+- **Network**: latent size {cfg['latent_dim']}, encoder channels {cfg['channels']} (strided 4x4x4 convolutions,
+  one residual block), mirrored transposed-convolution decoder, no normalisation layers.
+- **Loss**: cross-entropy (mean over voxels) + beta x KL with free bits; beta = {cfg['beta']:g},
+  {cfg['free_bits']:g} free nats per latent dimension.
+- **Training data**: the training split of the whole-heart CT cohort (15 real subjects; the PCA shapes were
+  left out because they leak the validation subjects), valve-plane cut, resliced straight onto the grid
+  with augmentation (scale +-15 %, long-axis scale, tilt, spin, elastic), {cfg['augmentations']} draws per
+  subject{acdc}; {meta['training_shapes']} shapes in all, plus random translations of up to {cfg['translate_voxels']}
+  voxels (k, j, i) per step. Data (not shipped, cite when using these weights):
+{data}
+- **Training**: {meta['steps']} steps ({meta['epochs_done']:.1f} epochs) of batch {cfg['batch_size']}, Adam, learning rate
+  {cfg['learning_rate']:g} -> {cfg['final_learning_rate']:g} (cosine), seed {cfg['seed']}; {meta['elapsed_s'] / 60:.0f} minutes on
+  {meta['device']} ({meta['threads']} threads, torch {meta['torch']}, shared with other jobs).
+  Command: `cardiac-recon train lo --output OUT --epochs {cfg['epochs']} --register {name}` (resumed runs
+  add `--resume`).
+- **Validation** (the 4 held-out CT subjects, never trained on; encode -> decode with z = mu, Dice on
+  the prior grid): LV {val['dice_LV']:.3f}, MYO {val['dice_MYO']:.3f}, RV {val['dice_RV']:.3f} (mean
+  {val['dice_mean']:.3f}); the code carries {val['kl_nats']:.0f} nats (KL to the prior).
+
+| subject | Dice LV | Dice MYO | Dice RV |
+|---|---|---|---|
+{per_subject}
+
+- **Intended use**: the shape prior of `latent_optimisation` (research use). It has seen {population},
+  at a reduced resolution: unusual anatomy is pulled towards the shapes it knows, so check the per-slice
+  residuals that the method reports.
+- **Licence**: the weights are released with the project (Apache-2.0); the training data keep their own terms.
+"""
+
+
+def register_weights(output: Path, name: str = "lo_vae", directory=None) -> Dict:
+    """Install ``output/lo_vae.pt`` with its model card into the weights folder (manifest entry)."""
+    from .. import weights
+
+    output = Path(output)
+    meta = json.loads((output / "lo_vae.json").read_text())
+    path = output / "lo_vae.pt"
+    return weights.register(name, path, model_card(meta, weights.sha256(path), name), directory=directory)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line (``cardiac-recon train lo``)
+# ---------------------------------------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    p.add_argument("--output", required=True, help="folder for checkpoint.pt, lo_vae.pt and lo_vae.json")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the cached training set (default: %(default)s)")
+    p.add_argument("--grid", default=",".join(map(str, d.grid_shape)), help="prior grid k,j,i (default: %(default)s)")
+    p.add_argument("--spacing", default=",".join(map(str, d.spacing)), help="prior spacing i,j,k mm (default: %(default)s)")
+    p.add_argument("--latent", type=int, default=d.latent_dim, help="latent size (default: %(default)s)")
+    p.add_argument("--channels", default=",".join(map(str, d.channels)), help="encoder channels per level")
+    p.add_argument("--beta", type=float, default=d.beta, help="KL weight (default: %(default)s)")
+    p.add_argument("--free-bits", type=float, default=d.free_bits, help="free nats per latent dimension")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.learning_rate, help="initial Adam learning rate (cosine decay)")
+    p.add_argument("--augmentations", type=int, default=d.augmentations, help="augmented draws per CT subject")
+    p.add_argument("--acdc", action="store_true", help="also train on ACDC pseudo-HR shapes (training patients)")
+    p.add_argument("--subjects", type=int, default=0, help="use only the first N CT training subjects (0: all)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--validate-every", type=int, default=d.validate_every)
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--workers", type=int, default=d.workers, help="processes that build the training set")
+    p.add_argument("--max-minutes", type=float, default=0.0, help="stop after this wall time (0: none)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--data", default=None, help="shared data folder (default: $CARDIAC_RECON_DATA or ../shared/data)")
+    p.add_argument("--cache-dir", default=d.cache_dir, help="where the resampled training set is cached")
+    p.add_argument("--register", metavar="NAME", default=None,
+                   help="install the result as the shipped weights NAME (e.g. lo_vae) with its model card")
+
+
+def _ints(text: str, what: str) -> Tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise InputError(f"{what} must be comma-separated integers, got {text!r}.") from None
+
+
+def _floats(text: str, what: str) -> Tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise InputError(f"{what} must be comma-separated numbers, got {text!r}.") from None
+
+
+def config_from_args(args) -> TrainConfig:
+    if args.epochs < 1 or args.batch_size < 1:
+        raise InputError("--epochs and --batch-size must be at least 1.")
+    cfg = TrainConfig(grid_shape=_ints(args.grid, "--grid"), spacing=_floats(args.spacing, "--spacing"),
+                      latent_dim=args.latent, channels=_ints(args.channels, "--channels"), beta=args.beta,
+                      free_bits=args.free_bits, epochs=args.epochs, batch_size=args.batch_size,
+                      learning_rate=args.lr, final_learning_rate=args.lr / 10, augmentations=args.augmentations,
+                      acdc=args.acdc, subjects=args.subjects, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                      validate_every=args.validate_every, log_every=args.log_every, workers=args.workers,
+                      max_minutes=args.max_minutes, data_root=args.data, cache_dir=args.cache_dir)
+    cfg.vae_config()  # validates the grid and the network
+    return cfg
+
+
+def main(args) -> int:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train(config_from_args(args), Path(args.output), resume=args.resume,
+          log=lambda m: print(m, flush=True))
+    if args.register:
+        entry = register_weights(Path(args.output), args.register)
+        print(f"registered {args.register}: {entry}")
+    return 0

@@ -1,0 +1,130 @@
+"""The beta-VAE prior and its training command: shapes, the loss, the weights file format, and
+a few training steps at a tiny grid that resume exactly from their checkpoint."""
+
+import numpy as np
+import pytest
+import torch
+
+from CardiacReconstructionLib.errors import InputError
+from CardiacReconstructionLib.networks.vae import (CONFIG_KEY, LabelVAE, VAEConfig, config_from_state_dict, load_vae,
+                                                   onehot, save_vae, vae_loss, vae_state_dict)
+
+TINY = dict(grid_shape=(16, 16, 16), spacing=(10.0, 10.0, 10.0), channels=(4, 8), latent_dim=3)
+
+
+def test_config_validates_the_grid_and_round_trips():
+    with pytest.raises(InputError, match="divisible"):
+        VAEConfig(grid_shape=(30, 64, 64))
+    cfg = VAEConfig(**TINY)
+    assert cfg.bottleneck_shape == (4, 4, 4)
+    assert cfg.field_of_view_mm == (160.0, 160.0, 160.0)
+    assert VAEConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_encode_decode_shapes():
+    cfg = VAEConfig(**TINY)
+    model = LabelVAE(cfg)
+    x = onehot(np.zeros((2,) + cfg.grid_shape, np.uint8))
+    assert x.shape == (2, 4) + cfg.grid_shape
+    mu, log_var = model.encode(x)
+    assert mu.shape == log_var.shape == (2, 3)
+    assert model.decode(mu).shape == (2, 4) + cfg.grid_shape
+
+
+def test_onehot_maps_non_biventricular_labels_to_background():
+    x = onehot(np.array([[[[0, 1, 2, 3, 5]]]], np.uint8))  # batch 1, one row
+    assert x[0, :, 0, 0].argmax(0).tolist() == [0, 1, 2, 3, 0]
+
+
+def test_free_bits_make_small_kl_free():
+    cfg = VAEConfig(**TINY, free_bits=2.0, beta=1.0)
+    logits = torch.zeros(1, 4, *cfg.grid_shape)
+    target = torch.zeros(1, *cfg.grid_shape, dtype=torch.long)
+    mu = torch.full((1, 3), 0.5)  # KL 0.125 nats per dimension: below the free 2 nats
+    out = vae_loss(logits, target, mu, torch.zeros(1, 3), cfg)
+    assert out["ce"].item() == pytest.approx(np.log(4), rel=1e-5)  # uniform logits over 4 classes
+    assert out["kl"].item() == pytest.approx(3 * 0.125)
+    assert out["loss"].item() == pytest.approx(np.log(4) + 3 * 2.0, rel=1e-5)  # the floor, not the KL
+
+
+def test_weights_file_is_a_plain_state_dict_with_its_config(tmp_path):
+    model = LabelVAE(VAEConfig(**TINY))
+    path = tmp_path / "vae.pt"
+    save_vae(model, path)
+    state = torch.load(path, weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    assert config_from_state_dict(state) == model.config
+    loaded = load_vae(path)
+    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+    z = torch.zeros(1, 3)
+    assert torch.equal(loaded.decode(z), model.decode(z))
+    with pytest.raises(InputError, match="not a label-VAE"):
+        config_from_state_dict({k: v for k, v in vae_state_dict(model).items() if k != CONFIG_KEY})
+
+
+def test_translate_moves_labels_with_zero_fill():
+    from CardiacReconstructionLib.training.lo import translate
+
+    batch = torch.zeros(1, 3, 4, 4, dtype=torch.long)
+    batch[0, 1, 1, 1] = 2
+    out = translate(batch, np.array([[1, -1, 2]]))
+    assert out.sum() == 2 and out[0, 2, 0, 3] == 2
+
+
+def _data_available():
+    try:
+        from CardiacReconstructionLib.cohort import split
+
+        split(None, "train")
+        return True
+    except InputError:
+        return False
+
+
+@pytest.mark.skipif(not _data_available(), reason="the shared CT cohort is not available")
+def test_training_runs_and_resumes_exactly(tmp_path):
+    from CardiacReconstructionLib.training.lo import TrainConfig, train
+
+    cfg = dict(grid_shape=(16, 16, 16), spacing=(10.0, 10.0, 10.0), channels=(4, 8), latent_dim=4, augmentations=1,
+               subjects=2, batch_size=2, workers=1, checkpoint_every=1, validate_every=2, log_every=1,
+               cache_dir=str(tmp_path / "cache"))
+    logs = []
+    straight = train(TrainConfig(epochs=3, **cfg), tmp_path / "straight", log=logs.append)
+    # a run interrupted after its first step (the time limit is checked after every step) ...
+    train(TrainConfig(epochs=3, max_minutes=1e-9, **cfg), tmp_path / "resumed", log=logs.append)
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["step"] == 1
+    # ... and resumed gives exactly the weights of the uninterrupted run
+    resumed = train(TrainConfig(epochs=3, **cfg), tmp_path / "resumed", resume=True, log=logs.append)
+    assert any("resuming from step 1" in m for m in logs)
+    ckpt = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 3
+    a, b = torch.load(straight, weights_only=True), torch.load(resumed, weights_only=True)
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    meta = (tmp_path / "resumed" / "lo_vae.json").read_text()
+    assert "dice_LV" in meta and "Rodero" in meta
+    # installing the result writes the weights, the model card and the manifest entry
+    from CardiacReconstructionLib import weights
+    from CardiacReconstructionLib.training.lo import register_weights
+
+    entry = register_weights(tmp_path / "resumed", "tiny_vae", directory=tmp_path / "weights")
+    assert weights.verify("tiny_vae", tmp_path / "weights").name == "tiny_vae.pt"
+    card = (tmp_path / "weights" / entry["card"]).read_text()
+    assert entry["sha256"] in card and "16 x 16 x 16" in card and "Validation" in card
+
+
+def test_resume_without_checkpoint_is_an_input_error(tmp_path):
+    from CardiacReconstructionLib.training.lo import TrainConfig, train
+
+    with pytest.raises(InputError, match="Nothing to resume"):
+        train(TrainConfig(), tmp_path, resume=True)
+
+
+def test_cli_train_parser_knows_lo():
+    from CardiacReconstructionLib.cli import build_parser
+
+    args = build_parser().parse_args(["train", "lo", "--output", "x", "--epochs", "2", "--grid", "16,32,32"])
+    from CardiacReconstructionLib.training.lo import config_from_args
+
+    cfg = config_from_args(args)
+    assert cfg.epochs == 2 and cfg.grid_shape == (16, 32, 32)
