@@ -44,6 +44,7 @@ def atomic_path(path) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp makes private (0600) files; outputs are ordinary files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -9,7 +9,8 @@
 #      a 240 mm slab and whole-heart phantoms, presets normal and severe.
 # Usage: Testing/benchmarks/dsl_asv_bench.sh [OUTPUT_FOLDER] [METHODS]
 #   METHODS defaults to 'all'; e.g. nearest,linear,shape_interp,centroid_shape_interp,dsl_asv
-# Time on 2 CPU cores: about 10 minutes without latent optimisation.
+# Time on 2 busy CPU cores: about 50 minutes without latent optimisation (bench 8 min, ablation
+# 30 min, whole heart 10 min); latent optimisation adds about 45 s per case.
 set -euo pipefail
 out=${1:-cardiac-recon-bench-dsl-asv}
 methods=${2:-all}

@@ -19,13 +19,15 @@ networks were trained on stacks of about 6-22 slices 7-11.5 mm apart):
    back and DSL is run again (``iterations``), so a network that only partly corrects a large
    shift converges (``start='centroid'`` starts from the centroid alignment instead of the stack
    as acquired). The displacements are centred on their mean over the labelled slices: a common
-   shift of every slice cannot be seen in the stack, so the heart stays where it was acquired. With ``correction='shift'`` (default) the input slices moved by the estimated
-   displacements go to ASV, keeping the patient's own slice shapes; with ``'network'`` the DSL
-   output itself does (the paper's choice); ``'centroid'`` replaces DSL by the centroid alignment
+   shift of every slice cannot be seen in the stack, so the heart stays where it was acquired.
+   With ``correction='shift'`` (default) the input slices moved by the estimated displacements
+   go to ASV, keeping the patient's own slice shapes; with ``'network'`` the DSL output itself
+   does (the paper's choice); ``'centroid'`` replaces DSL by the centroid alignment
    of the ``centroid_shape_interp`` baseline and ``'none'`` skips motion correction (ablations).
 3. **ASV** super-resolves the corrected stack to the requested slice spacing on the canonical
-   in-plane grid (only over the box that holds the heart, for speed); class probabilities are resampled by physical position onto the output grid
-   (:func:`.methods.output_geometry`) and the most probable label is kept.
+   in-plane grid (only over the box that holds the heart, for speed); class probabilities are
+   resampled by physical position onto the output grid (:func:`.methods.output_geometry`) and
+   the most probable label is kept.
 
 Whole-heart (LV, MYO, RV, LA, RA, aorta, pulmonary artery) or biventricular mode follows the
 input's labels: the networks handle all 8 classes, and the output holds only classes present in
@@ -54,6 +56,9 @@ MAX_SHIFT_MM = 30.0  # the largest per-slice displacement the correction searche
 MIN_SLICES, MAX_SLICES = 2, 40
 CORRECTIONS = ("shift", "network", "centroid", "none")
 STARTS = ("zero", "centroid")
+#: DSL passes. On the held-out CT hearts under 'severe' motion a third pass adds ~0.01 Dice
+#: (0.857 vs 0.847) for ~0.5 s more on two CPU cores; two keep the median under 3 s.
+DEFAULT_ITERATIONS = 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,8 +418,8 @@ def _centroid_shifts(sax: Volume, grid: CanonicalGrid) -> np.ndarray:
     return input_mm_to_canonical(centroid_displacements(sax)[0], grid, sax)
 
 
-def dsl_asv(case, ctx, correction: str = "shift", iterations: int = 3, max_shift_mm: float = MAX_SHIFT_MM,
-            start: str = "zero"):
+def dsl_asv(case, ctx, correction: str = "shift", iterations: int = DEFAULT_ITERATIONS,
+            max_shift_mm: float = MAX_SHIFT_MM, start: str = "zero"):
     """The registered ``dsl_asv`` method (see the module docstring)."""
     from ..methods import Result
 
@@ -485,8 +490,8 @@ def _register() -> None:
                         "estimates (keeps the patient's slice shapes); 'network': use the DSL output itself "
                         "(the paper); 'centroid': centroid alignment instead of DSL, 'none': no motion correction "
                         "(ablations).", choices=CORRECTIONS),
-                 Option("iterations", int, 3, "DSL passes (each re-estimates the displacements after moving "
-                        "the slices back).", minimum=1, maximum=5),
+                 Option("iterations", int, DEFAULT_ITERATIONS, "DSL passes (each re-estimates the displacements "
+                        "after moving the slices back).", minimum=1, maximum=5),
                  Option("max_shift_mm", float, MAX_SHIFT_MM, "largest per-slice displacement searched (mm).",
                         minimum=2.0, maximum=60.0),
                  Option("start", str, "zero", "DSL's starting point: 'zero' (the input as acquired) or "

@@ -500,6 +500,12 @@ _CARD_TEXT = {
 }
 
 
+def _default_iterations() -> int:
+    from ..pipelines.dsl_asv import DEFAULT_ITERATIONS
+
+    return DEFAULT_ITERATIONS
+
+
 def model_card(kind: str, weights_path, metrics: Dict[str, float]) -> str:
     """Markdown model card of a trained weights file (data and citation, configuration, training
     time and device, validation metrics, SHA-256)."""
@@ -524,7 +530,8 @@ def model_card(kind: str, weights_path, metrics: Dict[str, float]) -> str:
              f"* Network configuration: `{json.dumps(cfg)}` ({n_params} parameters).",
              f"* Training configuration: `{json.dumps(train)}`.", "",
              "## Validation (4 held-out CT hearts, 10 mm stacks, 3 motion seeds)", "",
-             "Measured through the `dsl_asv` pipeline with its defaults (correction 'shift', 3 DSL passes) "
+             "Measured through the `dsl_asv` pipeline with its defaults (correction 'shift', "
+             f"{_default_iterations()} DSL passes) "
              "by `cardiac-recon train dsl_asv validate`, on subject_15-subject_18 resliced on the benchmark "
              "grid (128 x 128 x 64 at 1.25 x 1.25 x 2 mm, valve-cut), reconstructed at 2 mm. Displacement "
              "errors: mean per-slice Euclidean error (mm) after removing each set's mean, over all slices "
