@@ -57,6 +57,7 @@ from scipy.spatial.transform import Rotation
 from .errors import InputError
 from .geometry import Geometry, Volume, resample, sitk_affine
 from .labels import LV, MYO, WHOLE_HEART
+from .stack import base_is_first
 
 DEFAULT_LR_SLICE_SPACING_MM = 10.0
 
@@ -232,7 +233,7 @@ def _draw_tilts(params, n, rng) -> Tuple[np.ndarray, np.ndarray]:
     return angles, np.stack([np.cos(phi), np.sin(phi)], axis=1)
 
 
-def _draw_dropout(params, n, base_is_first: bool, rng) -> np.ndarray:
+def _draw_dropout(params, n, basal_first: bool, rng) -> np.ndarray:
     """Indices of the slices kept after basal/apical dropout; always keeps at least 2 slices."""
     n_max = int(params["dropout_max_slices"])
     drop_base = int(rng.integers(1, n_max + 1)) if rng.random() < params["basal_dropout_probability"] else 0
@@ -242,7 +243,7 @@ def _draw_dropout(params, n, base_is_first: bool, rng) -> np.ndarray:
             drop_base -= 1
         else:
             drop_apex -= 1
-    first, last = (drop_base, drop_apex) if base_is_first else (drop_apex, drop_base)
+    first, last = (drop_base, drop_apex) if basal_first else (drop_apex, drop_base)
     return np.arange(first, n - last)
 
 
@@ -345,19 +346,6 @@ def _lv_centroid(stack: Geometry, k: int, slice_labels: np.ndarray) -> Optional[
     if ii.size == 0:
         return None
     return stack.index_to_ras([ii.mean(), jj.mean(), float(k)])
-
-
-def _base_is_first(lr_truth: np.ndarray) -> bool:
-    """True when the base lies at slice 0. The LV is widest at the base and tapers to the apex,
-    so its LV+MYO area-weighted mean slice lies on the basal side of the middle of its extent
-    (this generalises 'the end with the larger cross-section' to stacks whose end slices show
-    no LV at all); a stack without LV counts slice 0 as basal."""
-    area = np.isin(lr_truth, (LV, MYO)).sum(axis=(1, 2)).astype(float)
-    present = np.flatnonzero(area)
-    if present.size == 0:
-        return True
-    mean_k = float((area * np.arange(area.size)).sum() / area.sum())
-    return mean_k <= (present[0] + present[-1]) / 2
 
 
 def add_label_noise(array: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -480,7 +468,7 @@ def degrade(hr: Volume, preset: str = "normal", *, slice_spacing: Optional[float
         moved.append(_sample_slice(hr, stack, k, offsets, matrix, labels))
     observed = add_label_noise(np.stack(moved), float(params["label_noise"]), rngs["noise"])
 
-    kept = _draw_dropout(params, n, _base_is_first(lr_truth), rngs["dropout"])
+    kept = _draw_dropout(params, n, base_is_first(lr_truth), rngs["dropout"])
     kept_stack = stack.with_slices(kept.size, float(stack.spacing[2]), float(kept[0] * stack.spacing[2]))
     return Degraded(
         sax=Volume.on(kept_stack, observed[kept].astype(np.uint8)),

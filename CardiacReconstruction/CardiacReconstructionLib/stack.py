@@ -11,6 +11,7 @@ import numpy as np
 from scipy import ndimage
 
 from .geometry import Volume
+from .labels import LV, MYO, RV
 
 
 def slice_centroids(volume: Volume, labels: Sequence[int]) -> np.ndarray:
@@ -68,3 +69,24 @@ def slice_signed_distances(volume: Volume, label_groups: Sequence[Sequence[int]]
                                                useImageSpacing=True)
             out[g, k] = sitk.GetArrayFromImage(sdf) - half_voxel
     return out
+
+
+def base_is_first(labels: np.ndarray) -> bool:
+    """True when slice 0 of a (k, j, i) label stack is basal.
+
+    Whole heart: the atria and great vessels (labels 4-7) lie on the basal side of the
+    ventricles. Otherwise the LV is widest at the base and tapers to the apex, so its LV+MYO
+    area-weighted mean slice lies on the basal side of the middle of its extent (this generalises
+    'the end with the larger cross-section' to stacks whose end slices show no LV at all); a
+    stack without LV counts slice 0 as basal."""
+    k = np.arange(labels.shape[0], dtype=float)
+    atria = np.isin(labels, (4, 5, 6, 7)).sum(axis=(1, 2)).astype(float)
+    ventricles = np.isin(labels, (LV, MYO, RV)).sum(axis=(1, 2)).astype(float)
+    if atria.sum() > 0 and ventricles.sum() > 0:
+        return float((atria * k).sum() / atria.sum()) <= float((ventricles * k).sum() / ventricles.sum())
+    area = np.isin(labels, (LV, MYO)).sum(axis=(1, 2)).astype(float)
+    present = np.flatnonzero(area)
+    if present.size == 0:
+        return True
+    mean_k = float((area * k).sum() / area.sum())
+    return mean_k <= (present[0] + present[-1]) / 2

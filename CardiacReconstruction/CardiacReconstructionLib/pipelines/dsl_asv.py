@@ -48,6 +48,7 @@ import numpy as np
 from ..errors import InputError
 from ..geometry import Geometry, Volume, resample
 from ..labels import LV, MYO, RV, WHOLE_HEART, mode_of, present_labels
+from ..stack import base_is_first
 
 N_CLASSES = 8  # background + 7 canonical labels
 CANONICAL_SIZE = 64
@@ -64,23 +65,6 @@ DEFAULT_ITERATIONS = 2
 # ---------------------------------------------------------------------------------------------
 # Canonical LR grid
 # ---------------------------------------------------------------------------------------------
-
-def base_is_first(labels: np.ndarray) -> bool:
-    """True when slice 0 of a (k, j, i) label stack is basal.
-
-    Whole heart: the atria and great vessels (labels 4-7) lie on the basal side of the
-    ventricles. Otherwise the LV (+ myocardium) is widest at the base and tapers to the apex, so
-    its area-weighted mean slice lies on the basal side of the middle of its extent
-    (:func:`.degrade._base_is_first`, the rule the simulator uses)."""
-    from ..degrade import _base_is_first
-
-    k = np.arange(labels.shape[0], dtype=float)
-    atria = np.isin(labels, (4, 5, 6, 7)).sum(axis=(1, 2)).astype(float)
-    ventricles = np.isin(labels, (LV, MYO, RV)).sum(axis=(1, 2)).astype(float)
-    if atria.sum() > 0 and ventricles.sum() > 0:
-        return float((atria * k).sum() / atria.sum()) <= float((ventricles * k).sum() / ventricles.sum())
-    return _base_is_first(labels)
-
 
 def _mean_slice_centroid(labels: np.ndarray) -> Tuple[float, float]:
     """Mean over slices of each slice's foreground centroid (i, j) in voxels: every slice counts
