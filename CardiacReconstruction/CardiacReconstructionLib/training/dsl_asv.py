@@ -300,6 +300,65 @@ def _onehot_t(labels: np.ndarray, n: int):
     return torch.nn.functional.one_hot(t, n).permute(3, 0, 1, 2).float()[None]
 
 
+def _resume(model, opt, ckpt: Path, resume: bool, kind: str, log):
+    """(step, elapsed seconds, history) of a checkpoint to resume from, or a fresh start."""
+    import torch
+
+    if not (resume and ckpt.is_file()):
+        return 0, 0.0, []
+    state = torch.load(str(ckpt), map_location="cpu", weights_only=False)  # our own checkpoint
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    log(f"resumed {kind.upper()} at step {state['step']} ({state['elapsed_s'] / 60:.1f} min done)")
+    return state["step"], state["elapsed_s"], state["history"]
+
+
+def _train_loop(kind: str, model, opt, cfg, pool, micro_batches: int, sample_loss, output: Path, ckpt: Path,
+                step: int, already: float, history: list, log) -> Path:
+    """The loop DSL and ASV share: time-budgeted steps of ``micro_batches`` accumulated samples
+    (``sample_loss()`` draws one and returns its loss), cosine learning rate over the budget,
+    pool refreshes, periodic logs and atomic checkpoints; then the weights with their metadata."""
+    import torch
+
+    clock = _Clock(cfg.minutes, already)
+    last_ckpt = time.perf_counter()
+
+    def checkpoint():
+        _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                      "elapsed_s": clock.elapsed_s, "history": history, "config": asdict(cfg)}, ckpt)
+
+    running = []
+    model.train()
+    while not clock.done() and step < cfg.max_steps:
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(cfg.lr, clock.elapsed_s / clock.budget_s)
+        opt.zero_grad()
+        total = 0.0
+        for _ in range(micro_batches):
+            loss = sample_loss() / micro_batches
+            loss.backward()
+            total += float(loss.detach())
+        opt.step()
+        step += 1
+        running.append(total)
+        if step % cfg.refresh_every == 0:
+            pool.refresh()
+        if step % 20 == 0:
+            history.append((step, clock.elapsed_s, float(np.mean(running))))
+            log(f"{kind} step {step} {clock.elapsed_s / 60:.1f} min loss {np.mean(running):.4f}")
+            running = []
+        if time.perf_counter() - last_ckpt > 60 * cfg.checkpoint_minutes:
+            checkpoint()
+            last_ckpt = time.perf_counter()
+    checkpoint()
+    meta = {"train_config": _plain(asdict(cfg)), "steps": step, "samples": step * micro_batches,
+            "train_minutes": clock.elapsed_s / 60, "device": f"cpu ({cfg.threads} thread)",
+            "history": history[-10:], "torch": str(torch.__version__)}
+    save_network(model, output, kind, meta)
+    log(f"{kind.upper()} trained: {step} steps in {clock.elapsed_s / 60:.1f} min -> {output}")
+    return Path(output)
+
+
 def train_dsl(cfg: DSLTrainConfig, output: Path, resume: bool = False, log=print) -> Path:
     """Train DSL (see the module docstring); writes ``output`` (weights) and its checkpoint."""
     import torch
@@ -310,53 +369,19 @@ def train_dsl(cfg: DSLTrainConfig, output: Path, resume: bool = False, log=print
     torch.manual_seed(cfg.seed)
     model = DSLNet(DSLConfig(channels=tuple(cfg.channels), inplane_size=cfg.inplane_size))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step, already, history = 0, 0.0, []
     ckpt = _checkpoint_path(output)
-    if resume and ckpt.is_file():
-        state = torch.load(str(ckpt), map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, already, history = state["step"], state["elapsed_s"], state["history"]
-        log(f"resumed DSL at step {step} ({already / 60:.1f} min done)")
+    step, already, history = _resume(model, opt, ckpt, resume, "dsl", log)
     rng = np.random.default_rng([cfg.seed, step])
     pool = HeartPool(_cohort_paths(cfg.data_root, cfg.subjects), cfg.pool_biventricular, cfg.pool_wholeheart,
                      tuple(cfg.hr_inplane_mm), 2.0, rng, log)
-    clock = _Clock(cfg.minutes, already)
-    last_ckpt = time.perf_counter()
     n = model.config.n_classes
-    running = []
-    model.train()
-    while not clock.done() and step < cfg.max_steps:
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(cfg.lr, clock.elapsed_s / clock.budget_s)
-        opt.zero_grad()
-        total = 0.0
-        for _ in range(cfg.accumulate):
-            x, y = dsl_pair(pool, cfg, rng)
-            loss = dsl_loss(model(_onehot_t(x, n)), torch.from_numpy(y)[None], n) / cfg.accumulate
-            loss.backward()
-            total += float(loss.detach())
-        opt.step()
-        step += 1
-        running.append(total)
-        if step % cfg.refresh_every == 0:
-            pool.refresh()
-        if step % 20 == 0:
-            history.append((step, clock.elapsed_s, float(np.mean(running))))
-            log(f"dsl step {step} {clock.elapsed_s / 60:.1f} min loss {np.mean(running):.4f}")
-            running = []
-        if time.perf_counter() - last_ckpt > 60 * cfg.checkpoint_minutes:
-            _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                          "elapsed_s": clock.elapsed_s, "history": history, "config": asdict(cfg)}, ckpt)
-            last_ckpt = time.perf_counter()
-    _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                  "elapsed_s": clock.elapsed_s, "history": history, "config": asdict(cfg)}, ckpt)
-    meta = {"train_config": _plain(asdict(cfg)), "steps": step, "samples": step * cfg.accumulate,
-            "train_minutes": clock.elapsed_s / 60, "device": f"cpu ({cfg.threads} thread)",
-            "history": history[-10:], "torch": str(torch.__version__)}
-    save_network(model, output, "dsl", meta)
-    log(f"DSL trained: {step} steps in {clock.elapsed_s / 60:.1f} min -> {output}")
-    return Path(output)
+
+    def sample_loss():
+        x, y = dsl_pair(pool, cfg, rng)
+        return dsl_loss(model(_onehot_t(x, n)), torch.from_numpy(y)[None], n)
+
+    return _train_loop("dsl", model, opt, cfg, pool, cfg.accumulate, sample_loss, output, ckpt, step, already,
+                       history, log)
 
 
 def train_asv(cfg: ASVTrainConfig, output: Path, resume: bool = False, log=print) -> Path:
@@ -369,54 +394,20 @@ def train_asv(cfg: ASVTrainConfig, output: Path, resume: bool = False, log=print
     torch.manual_seed(cfg.seed)
     model = ASVNet(ASVConfig(factor_range=tuple(cfg.factor)))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step, already, history = 0, 0.0, []
     ckpt = _checkpoint_path(output)
-    if resume and ckpt.is_file():
-        state = torch.load(str(ckpt), map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, already, history = state["step"], state["elapsed_s"], state["history"]
-        log(f"resumed ASV at step {step} ({already / 60:.1f} min done)")
+    step, already, history = _resume(model, opt, ckpt, resume, "asv", log)
     rng = np.random.default_rng([cfg.seed, step, 1])
     pool = HeartPool(_cohort_paths(cfg.data_root, cfg.subjects), cfg.pool_biventricular, cfg.pool_wholeheart,
                      2.5, 1.0, rng, log)
-    clock = _Clock(cfg.minutes, already)
-    last_ckpt = time.perf_counter()
     n = model.config.n_classes
-    running = []
-    model.train()
-    while not clock.done() and step < cfg.max_steps:
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(cfg.lr, clock.elapsed_s / clock.budget_s)
-        opt.zero_grad()
-        total = 0.0
-        for _ in range(cfg.batch):
-            lr_labels, z, cell, target = asv_sample(pool, cfg, rng)
-            logits = model(_onehot_t(lr_labels, n), torch.from_numpy(z), cell)
-            loss = asv_loss(logits, torch.from_numpy(target)[None], n, cfg.dice_weight) / cfg.batch
-            loss.backward()
-            total += float(loss.detach())
-        opt.step()
-        step += 1
-        running.append(total)
-        if step % cfg.refresh_every == 0:
-            pool.refresh()
-        if step % 20 == 0:
-            history.append((step, clock.elapsed_s, float(np.mean(running))))
-            log(f"asv step {step} {clock.elapsed_s / 60:.1f} min loss {np.mean(running):.4f}")
-            running = []
-        if time.perf_counter() - last_ckpt > 60 * cfg.checkpoint_minutes:
-            _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                          "elapsed_s": clock.elapsed_s, "history": history, "config": asdict(cfg)}, ckpt)
-            last_ckpt = time.perf_counter()
-    _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                  "elapsed_s": clock.elapsed_s, "history": history, "config": asdict(cfg)}, ckpt)
-    meta = {"train_config": _plain(asdict(cfg)), "steps": step, "samples": step * cfg.batch,
-            "train_minutes": clock.elapsed_s / 60, "device": f"cpu ({cfg.threads} thread)",
-            "history": history[-10:], "torch": str(torch.__version__)}
-    save_network(model, output, "asv", meta)
-    log(f"ASV trained: {step} steps in {clock.elapsed_s / 60:.1f} min -> {output}")
-    return Path(output)
+
+    def sample_loss():
+        lr_labels, z, cell, target = asv_sample(pool, cfg, rng)
+        logits = model(_onehot_t(lr_labels, n), torch.from_numpy(z), cell)
+        return asv_loss(logits, torch.from_numpy(target)[None], n, cfg.dice_weight)
+
+    return _train_loop("asv", model, opt, cfg, pool, cfg.batch, sample_loss, output, ckpt, step, already,
+                       history, log)
 
 
 # ---------------------------------------------------------------------------------------------
