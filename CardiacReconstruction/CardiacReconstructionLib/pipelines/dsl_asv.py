@@ -480,7 +480,7 @@ def _register() -> None:
                         minimum=2.0, maximum=60.0),
                  Option("start", str, "zero", "DSL's starting point: 'zero' (the input as acquired) or "
                         "'centroid' (after the centroid alignment of the baseline).", choices=STARTS)),
-        kind="learned", estimates_displacements=True))
+        kind="learned", estimates_displacements=True, test_options={"iterations": 1}))
 
 
 _register()

@@ -699,4 +699,5 @@ OPTIONS = (
 register(Method("latent_optimisation", "Latent optimisation (SRHeart)",
                 "Fits a learned 3D shape prior (beta-VAE) and per-slice in-plane shifts to the stack (and any "
                 "long-axis views) by gradient descent: motion correction and super-resolution in one step.",
-                latent_optimisation, options=OPTIONS, kind="learned", estimates_displacements=True))
+                latent_optimisation, options=OPTIONS, kind="learned", estimates_displacements=True,
+                test_options={"iterations": 20, "rigid_iterations": 20, "starts": 1}))
