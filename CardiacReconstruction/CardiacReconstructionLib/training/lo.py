@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,7 +72,7 @@ class TrainConfig:
     workers: int = 2
     max_minutes: float = 0.0  # stop (checkpoint and export) after this wall time; 0: no limit
     data_root: Optional[str] = None
-    cache_dir: str = "/tmp/cardiac-recon-cache"
+    cache_dir: str = os.path.join(tempfile.gettempdir(), "cardiac-recon-cache")  # augmented shapes
 
     def vae_config(self):
         from ..networks.vae import VAEConfig
