@@ -292,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .labels import CONVENTION_NAMES
 
     fmt = argparse.RawDescriptionHelpFormatter
-    p = argparse.ArgumentParser(prog="cardiac-recon", description=DESCRIPTION, formatter_class=fmt)
+    p = argparse.ArgumentParser(prog="cardiac-recon", description=DESCRIPTION, formatter_class=fmt,
+                                epilog="Start with 'cardiac-recon demo' (runs every method on a built-in phantom);\n"
+                                "'cardiac-recon COMMAND --help' shows each command's options and examples.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
