@@ -22,16 +22,18 @@ Loss (paper): L2 between softmax probabilities and the one-hot target + multi-cl
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Dict, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import NetworkConfig
+
 
 @dataclass(frozen=True)
-class ASVConfig:
+class ASVConfig(NetworkConfig):
     n_classes: int = 8
     feature_channels: int = 24  # F: coarse LR features
     mlp_hidden: int = 48
@@ -39,17 +41,6 @@ class ASVConfig:
     fusion_channels: Tuple[int, int] = (16, 32)  # shallow encoder-decoder at the target resolution
     groups: int = 8
     factor_range: Tuple[float, float] = (1.5, 6.0)  # LR / target slice spacing seen in training
-
-    def to_dict(self) -> Dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Dict) -> "ASVConfig":
-        d = dict(d)
-        for key in ("fusion_channels", "factor_range"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(**d)
 
 
 def _block(c_in, c_out, groups, kernel=3, stride=1):

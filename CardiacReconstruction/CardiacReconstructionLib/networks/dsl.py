@@ -22,15 +22,17 @@ with the decoder frozen, so the decoder keeps the CT-learned shape manifold.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Dict, Iterator, Tuple
 
 import torch
 from torch import nn
 
+from .config import NetworkConfig
+
 
 @dataclass(frozen=True)
-class DSLConfig:
+class DSLConfig(NetworkConfig):
     """Architecture and input grid of a DSL network (stored with its weights)."""
 
     n_classes: int = 8  # background + the 7 canonical labels
@@ -43,17 +45,6 @@ class DSLConfig:
     @property
     def latent_channels(self) -> int:
         return self.channels[-1]
-
-    def to_dict(self) -> Dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Dict) -> "DSLConfig":
-        d = dict(d)
-        for key in ("channels", "latent_blocks_dilation"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(**d)
 
 
 def _conv_block(c_in: int, c_out: int, groups: int, kernel=(3, 3, 3)) -> nn.Sequential:

@@ -26,7 +26,7 @@ pushed to collapse onto the prior and carries information (Kingma et al., NeurIP
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Dict, Tuple
 
 import numpy as np
@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import InputError
+from .config import NetworkConfig
 
 #: Channel order of the one-hot maps: background and the canonical labels 1 LV, 2 MYO, 3 RV.
 CLASSES = (0, 1, 2, 3)
@@ -42,7 +43,7 @@ FORMAT = "cardiac-recon-label-vae/1"
 
 
 @dataclass(frozen=True)
-class VAEConfig:
+class VAEConfig(NetworkConfig):
     """Everything that fixes the network and the grid it works on.
 
     ``grid_shape`` is the array shape (k, j, i); ``spacing`` the voxel size (i, j, k) in mm, as
@@ -80,17 +81,6 @@ class VAEConfig:
     def field_of_view_mm(self) -> Tuple[float, float, float]:
         """Extent (i, j, k) in mm."""
         return tuple(n * s for n, s in zip(self.grid_shape[::-1], self.spacing))
-
-    def to_dict(self) -> Dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: Dict) -> "VAEConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise InputError(f"Unknown VAE configuration keys {unknown}; this engine knows {sorted(known)}.")
-        return cls(**d)
 
 
 class _Residual(nn.Module):
