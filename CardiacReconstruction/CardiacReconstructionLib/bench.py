@@ -12,7 +12,7 @@ import csv
 import os
 import threading
 import tracemalloc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -77,14 +77,26 @@ class PeakMemory:
 
 @dataclass
 class Anatomy:
-    """A ground-truth heart to benchmark on: HR labels in its SAX frame (+ landmarks)."""
+    """A ground-truth heart to benchmark on: HR labels in its SAX frame (+ landmarks), and how to
+    make its ground-truth surfaces (:data:`..sdf.SURFACE_KEYS` -> vtkPolyData, RAS) on demand."""
 
     name: str
     truth: Volume
     landmarks: Optional[dict] = None
+    surface_truth: Optional[Callable[[], Dict[str, object]]] = None
+    _surfaces: Optional[Dict[str, object]] = field(default=None, repr=False)
+
+    def truth_surfaces(self) -> Dict[str, object]:
+        if self._surfaces is None:
+            from .sdf import label_truth_surfaces
+
+            self._surfaces = self.surface_truth() if self.surface_truth else label_truth_surfaces(self.truth)
+        return self._surfaces
 
 
 def phantom_anatomies(n: int, mode: str = "biventricular", first_seed: int = 0) -> Iterator[Anatomy]:
+    """Procedural phantoms; their ground-truth surfaces are the zero level sets of the signed
+    distance to their HR labels (no mesh exists)."""
     from .phantom import make_phantom
 
     for seed in range(first_seed, first_seed + n):
@@ -92,12 +104,67 @@ def phantom_anatomies(n: int, mode: str = "biventricular", first_seed: int = 0) 
         yield Anatomy(f"phantom{seed:02d}", p.truth, p.landmarks)
 
 
+def heart_box_geometry(truth: Volume, margin_mm: float = 10.0):
+    """The part of ``truth``'s grid around its labelled voxels (plus a margin): where the
+    ground-truth surfaces are made, to keep the fine grid small."""
+    idx = np.argwhere(np.asarray(truth.array) > 0)
+    margin = np.ceil(margin_mm / truth.spacing[::-1]).astype(int)
+    lo = np.maximum(idx.min(0) - margin, 0)
+    hi = np.minimum(idx.max(0) + margin + 1, truth.shape)
+    m = truth.ijk_to_ras.copy()
+    m[:3, 3] = truth.geometry.index_to_ras(lo[::-1].astype(float))
+    from .geometry import Geometry
+
+    return Geometry(tuple(int(v) for v in hi - lo), m)
+
+
 def cohort_anatomies(root, n: Optional[int] = None, mode: str = "biventricular") -> Iterator[Anatomy]:
-    """Held-out (validation split) hearts of the whole-heart CT cohort, never trained on."""
+    """Held-out (validation split) hearts of the whole-heart CT cohort, never trained on; their
+    ground-truth surfaces come from the template-registered meshes (:mod:`.surface_truth`)."""
     from .cohort import load_subject, read_shape, split
 
     for path in split(root, "val")[: n or None]:
-        yield Anatomy(Path(path).stem, load_subject(path, mode=mode), read_shape(path).landmarks)
+        truth = load_subject(path, mode=mode)
+
+        def surfaces(path=path, truth=truth):
+            from .surface_truth import truth_surfaces
+
+            return truth_surfaces(path, heart_box_geometry(truth), spacing_mm=SURFACE_TRUTH_SPACING_MM, root=root)
+
+        yield Anatomy(Path(path).stem, truth, read_shape(path).landmarks, surfaces)
+
+
+SURFACE_TRUTH_SPACING_MM = 1.0
+
+
+def result_surfaces(result: method_registry.Result) -> Dict[str, object]:
+    """The surfaces of :data:`..sdf.SURFACE_KEYS` a result is judged by: its own where the method
+    made them (Mask2Surface), otherwise marching cubes at 0.5 of its label masks without smoothing
+    (as the Mask2Surface paper meshes its baselines)."""
+    from .sdf import SURFACE_KEYS, surface_masks
+    from .surfaces import mask_surface
+
+    own = {k: v for k, v in result.surfaces.items() if k in SURFACE_KEYS}
+    if own:
+        return own
+    masks = surface_masks(result.labels.array)
+    return {k: mask_surface(m, result.labels.ijk_to_ras, smoothing_iterations=0) for k, m in masks.items() if m.any()}
+
+
+def surface_scores(surfaces: Dict[str, object], truth: Dict[str, object]) -> Dict[str, float]:
+    """Per surface key: Chamfer distance and mesh ASSD (exact point-to-mesh, mm) to the truth,
+    and the mean-curvature spread (1/mm); plus their means over the keys both have."""
+    from .metrics import chamfer_distance, mean_curvature_sd, mesh_assd
+
+    row, keys = {}, [k for k in truth if k in surfaces]
+    for k in keys:
+        row[f"chamfer_{k}_mm"] = chamfer_distance(surfaces[k], truth[k], to_surface=True)
+        row[f"surface_assd_{k}_mm"] = mesh_assd(surfaces[k], truth[k])
+        row[f"curvature_sd_{k}"] = mean_curvature_sd(surfaces[k])
+    for metric in ("chamfer", "surface_assd"):
+        vals = [row[f"{metric}_{k}_mm"] for k in keys]
+        row[f"{metric}_mean_mm"] = float(np.mean(vals)) if vals else float("nan")
+    return row
 
 
 def score(case: Case, result: method_registry.Result) -> Dict[str, float]:
@@ -125,9 +192,13 @@ def run_methods(case: Case, method_names: Sequence[str], slice_spacing: float, s
 
 def benchmark(anatomies: Iterable[Anatomy], presets: Sequence[str], method_names: Sequence[str],
               seeds: Sequence[int], slice_spacing_lr: float = 10.0,
-              progress: Optional[Callable[[str], None]] = None, lax_views: Sequence[str] = ()) -> List[dict]:
+              progress: Optional[Callable[[str], None]] = None, lax_views: Sequence[str] = (),
+              method_options: Optional[Dict[str, dict]] = None, surface_metrics: bool = False) -> List[dict]:
     """Every (anatomy, preset, seed) case degraded and reconstructed by every method: one row
-    per (case, method) with all metrics."""
+    per (case, method) with all metrics (with ``surface_metrics``, also :func:`surface_scores`
+    of :func:`result_surfaces` against the anatomy's ground-truth surfaces). A method may be a
+    variant with options, ``'name[key=value;...]'`` (:func:`parse_method_label`, e.g. an ablation);
+    ``method_options`` adds options per label."""
     rows = []
     for anatomy in anatomies:
         hr_spacing = float(anatomy.truth.spacing[2])
@@ -135,8 +206,13 @@ def benchmark(anatomies: Iterable[Anatomy], presets: Sequence[str], method_names
             for seed in seeds:
                 case = make_case(anatomy.truth, preset, seed=seed, slice_spacing=slice_spacing_lr,
                                  lax_views=lax_views, landmarks=anatomy.landmarks)
-                for name, (_, metrics) in zip(method_names, run_methods(case, method_names, hr_spacing, seed)):
-                    rows.append(dict(case=anatomy.name, preset=preset, seed=seed, method=name, **metrics))
+                for label in method_names:
+                    name, options = parse_method_label(label)
+                    options = {name: {**options, **(method_options or {}).get(label, {})}}
+                    (result, metrics), = run_methods(case, [name], hr_spacing, seed, options)
+                    if surface_metrics:
+                        metrics.update(surface_scores(result_surfaces(result), anatomy.truth_surfaces()))
+                    rows.append(dict(case=anatomy.name, preset=preset, seed=seed, method=label, **metrics))
                 if progress:
                     progress(f"{anatomy.name} {preset} seed {seed}")
     return rows
@@ -154,6 +230,8 @@ def write_rows_csv(rows: List[dict], path) -> Path:
 
 SUMMARY_METRICS = ("dice_LV", "dice_MYO", "dice_RV", "dice_mean", "hd95_mean", "assd_mean", "displacement_error_mm",
                    "displacement_error_mean_removed_mm")
+SURFACE_SUMMARY_METRICS = ("dice_MYO", "chamfer_mean_mm", "chamfer_LV_myocardium_mm", "surface_assd_mean_mm",
+                           "curvature_sd_LV_myocardium", "displacement_error_mean_removed_mm")
 
 
 def _mean_sd(vals) -> str:
@@ -198,6 +276,24 @@ def plot_rows(rows: List[dict], folder) -> List[Path]:
         if any(metric in r for r in rows):
             plots.append(metric_bars(rows, metric, folder / f"{metric}.png", ylabel=label))
     return plots
+
+
+def parse_method_label(label: str) -> Tuple[str, Dict[str, str]]:
+    """``'mask2surface[refine=none;ddim_steps=5]'`` -> ``('mask2surface', {'refine': 'none', ...})``;
+    a plain name has no options. Values stay strings: :func:`.methods.run` coerces them."""
+    label = label.strip()
+    if "[" not in label:
+        return label, {}
+    if not label.endswith("]"):
+        raise InputError(f"Method variant {label!r} must look like name[key=value;key=value].")
+    name, inner = label[:-1].split("[", 1)
+    options = {}
+    for item in filter(None, (t.strip() for t in inner.split(";"))):
+        if "=" not in item:
+            raise InputError(f"Option {item!r} of method variant {label!r} must be key=value.")
+        key, value = item.split("=", 1)
+        options[key.strip()] = value.strip()
+    return name.strip(), options
 
 
 def parse_list(text: str, what: str, allowed: Optional[Sequence[str]] = None) -> List[str]:

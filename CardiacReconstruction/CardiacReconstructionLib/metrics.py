@@ -303,14 +303,45 @@ def chamfer_distance(surface_a, surface_b, to_surface: bool = False) -> float:
     ``to_surface=True`` (both inputs vtkPolyData with triangles) ``d`` is the exact distance to
     the other *mesh* (vtkImplicitPolyDataDistance). NaN if both are empty, inf if one is.
     """
+    d_ab, d_ba = _directed_distances(surface_a, surface_b, to_surface)
+    if d_ab is None:
+        return d_ba
+    return float((d_ab.mean() + d_ba.mean()) / 2.0)
+
+
+def _directed_distances(surface_a, surface_b, to_surface: bool):
+    """(d(a, B), d(b, A)) per point; (None, empty-rule value) when a surface is empty."""
     pa, pb = _points_of(surface_a, "A"), _points_of(surface_b, "B")
     if len(pa) == 0 or len(pb) == 0:
-        return _empty_rule(len(pa) == 0, len(pb) == 0)
+        return None, _empty_rule(len(pa) == 0, len(pb) == 0)
     if to_surface:
-        d_ab, d_ba = _distances_to_mesh(pa, surface_b, "B"), _distances_to_mesh(pb, surface_a, "A")
-    else:
-        d_ab, d_ba = cKDTree(pb).query(pa)[0], cKDTree(pa).query(pb)[0]
-    return float((d_ab.mean() + d_ba.mean()) / 2.0)
+        return _distances_to_mesh(pa, surface_b, "B"), _distances_to_mesh(pb, surface_a, "A")
+    return cKDTree(pb).query(pa)[0], cKDTree(pa).query(pb)[0]
+
+
+def mesh_assd(surface_a, surface_b, to_surface: bool = True) -> float:
+    """Average symmetric surface distance (mm) between two meshes: the mean of every vertex's
+    distance to the other surface, both directions pooled (exact point-to-mesh distances by
+    default). NaN if both are empty, inf if one is."""
+    d_ab, d_ba = _directed_distances(surface_a, surface_b, to_surface)
+    if d_ab is None:
+        return d_ba
+    return float(np.concatenate([d_ab, d_ba]).mean())
+
+
+def mean_curvature_sd(surface) -> float:
+    """Spread (standard deviation, 1/mm) of the mean curvature over a mesh's vertices: a
+    smoothness measure (staircase and noise raise it). NaN for an empty mesh."""
+    import vtk
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    if surface.GetNumberOfPoints() == 0:
+        return float("nan")
+    f = vtk.vtkCurvatures()
+    f.SetInputData(surface)
+    f.SetCurvatureTypeToMean()
+    f.Update()
+    return float(np.std(vtk_to_numpy(f.GetOutput().GetPointData().GetScalars())))
 
 
 # ---------------------------------------------------------------------------------------------

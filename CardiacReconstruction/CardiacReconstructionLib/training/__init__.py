@@ -5,3 +5,4 @@ TRAINERS = {"lo": "CardiacReconstructionLib.training.lo"}  # name -> module with
 __all__ = ["TRAINERS"]
 
 TRAINERS["dsl_asv"] = "CardiacReconstructionLib.training.dsl_asv"  # DeepWHR: dsl | asv | finetune
+TRAINERS["mask2surface"] = "CardiacReconstructionLib.training.mask2surface"  # mcsr | pairs | vqvae | ldm

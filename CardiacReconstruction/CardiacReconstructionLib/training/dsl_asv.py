@@ -152,7 +152,8 @@ def random_motion(rng: np.random.Generator) -> Tuple[str, Dict]:
 
 def crop_to_heart(deg, rng: np.random.Generator, margin_max: int = 1):
     """Keep the slices around the heart (0..margin_max empty slices beyond each end), as clinical
-    stacks start near the base and end near the apex; returns (sax, lr_truth) Volumes."""
+    stacks start near the base and end near the apex; returns (sax, lr_truth) Volumes and the
+    kept slice range of ``deg``'s stack."""
     from ..geometry import Volume
 
     have = np.flatnonzero(deg.sax.array.any(axis=(1, 2)) | deg.lr_truth.array.any(axis=(1, 2)))
@@ -163,7 +164,7 @@ def crop_to_heart(deg, rng: np.random.Generator, margin_max: int = 1):
         lo, hi = max(0, min(lo, n - 2)), min(n, max(hi, lo + 2))
     g = deg.sax.geometry
     sub = g.with_slices(hi - lo, float(g.spacing[2]), lo * float(g.spacing[2]))
-    return Volume.on(sub, deg.sax.array[lo:hi]), Volume.on(sub, deg.lr_truth.array[lo:hi])
+    return Volume.on(sub, deg.sax.array[lo:hi]), Volume.on(sub, deg.lr_truth.array[lo:hi]), slice(lo, hi)
 
 
 def dsl_pair(pool: HeartPool, cfg: DSLTrainConfig, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
@@ -175,7 +176,7 @@ def dsl_pair(pool: HeartPool, cfg: DSLTrainConfig, rng: np.random.Generator) -> 
     preset, overrides = random_motion(rng)
     spacing = float(rng.uniform(*cfg.slice_spacing_mm))
     deg = degrade(hr, preset, slice_spacing=spacing, seed=int(rng.integers(2 ** 31)), **overrides)
-    sax, clean = crop_to_heart(deg, rng)
+    sax, clean, _ = crop_to_heart(deg, rng)
     if not sax.array.any():
         return dsl_pair(pool, cfg, rng)
     grid = canonical_geometry(sax, cfg.inplane_size)
@@ -195,7 +196,7 @@ def asv_sample(pool: HeartPool, cfg: ASVTrainConfig, rng: np.random.Generator):
     mean = float(rng.uniform(0, 2 * cfg.residual_shift_mm))
     deg = degrade(hr, "normal", slice_spacing=s_lr, seed=int(rng.integers(2 ** 31)), displacement_mean_mm=mean,
                   displacement_sd_mm=0.38 * mean, label_noise=float(rng.uniform(0, 0.1)))
-    sax, _ = crop_to_heart(deg, rng)
+    sax, _, _ = crop_to_heart(deg, rng)
     out = output_geometry(sax.geometry, slice_spacing=s_lr / factor)
     target = resample(hr, out, "nearest").array
     s_eff = float(out.spacing[2])
@@ -245,21 +246,27 @@ def save_network(model, path: Path, kind: str, meta: Dict) -> Path:
     return Path(path)
 
 
-def load_network(path_or_obj, kind: str, map_location="cpu"):
-    """A DSLNet or ASVNet from a weights file (or its loaded dict), in eval mode."""
-    import torch
+#: Weights-file kind -> (networks module, config class, network class).
+NETWORK_KINDS = {"dsl": ("dsl", "DSLConfig", "DSLNet"), "asv": ("asv", "ASVConfig", "ASVNet"),
+                 "mcsr": ("mcsr", "MCSRConfig", "MCSRNet"),
+                 "vqvae": ("latent_diffusion", "VQVAEConfig", "SDGAutoencoder"),
+                 "ldm": ("latent_diffusion", "LDMConfig", "LatentDenoiser")}
 
-    from ..networks.asv import ASVConfig, ASVNet
-    from ..networks.dsl import DSLConfig, DSLNet
+
+def load_network(path_or_obj, kind: str, map_location="cpu"):
+    """A network of ``kind`` (:data:`NETWORK_KINDS`) from a weights file (or its loaded dict), in
+    eval mode."""
+    import importlib
+
+    import torch
 
     obj = path_or_obj if isinstance(path_or_obj, dict) else torch.load(str(path_or_obj), map_location=map_location,
                                                                          weights_only=True)
     if obj.get("kind") != kind:
         raise InputError(f"The weights file holds a {obj.get('kind')!r} network, expected {kind!r}.")
-    if kind == "dsl":
-        model = DSLNet(DSLConfig.from_dict(obj["config"]))
-    else:
-        model = ASVNet(ASVConfig.from_dict(obj["config"]))
+    module_name, config_name, net_name = NETWORK_KINDS[kind]
+    module = importlib.import_module(f"..networks.{module_name}", __package__)
+    model = getattr(module, net_name)(getattr(module, config_name).from_dict(obj["config"]))
     model.load_state_dict(obj["state_dict"])
     return model.eval()
 

@@ -1,0 +1,287 @@
+"""Mask2Surface (``mask2surface``): smooth, watertight ventricular surfaces from a motion-corrupted
+SAX label stack; Zhang et al., "Mask2Surface" (MCSR-Net after Chen et al. 2024, MCSR-ETE).
+
+Pipeline for one biventricular SAX stack (labels 1-3; other labels are ignored):
+
+1. **MCSR-Net** (:mod:`..networks.mcsr`) on the canonical LR grid of :mod:`.dsl_asv` (64 x 64
+   voxels of 2.5 mm, one row per input slice, base -> apex): one in-plane translation per slice,
+   applied by bilinear resampling, centred on the labelled slices (the gauge: a common shift of
+   every slice is invisible in the stack); then super-resolution to 2 mm slices.
+2. **C-SDG** (:func:`..sdf.label_sdgs`): marching cubes of each surface's mask in the MCSR output
+   and the signed distance of every voxel of the *surface grid* to it (negative inside). The
+   surface grid is fixed in size (32 x 64 x 64 voxels of 2.5 x 2.5 x 4 mm: 160 x 160 x 128 mm)
+   with the canonical in-plane axes and centre, centred along the long axis on the labelled
+   extent of the MCSR output.
+3. **Latent diffusion** (:mod:`..networks.latent_diffusion`): the VQ-VAE encoder turns the C-SDG
+   into the condition latent; DDIM (10 steps by default, seeded: same seed, same surface) samples
+   the refined latent; the VQ-VAE decoder gives the refined SDG.
+4. **Surfaces**: the zero level set of each refined SDG channel (:func:`..sdf.sdg_surface`),
+   watertight and manifold: LV myocardium (the paper's surface), LV endocardium, LV epicardium
+   and RV endocardium, one model each. The HR labels are the voxelised surfaces on the output
+   grid (RV, then LV blood pool, then myocardium where the respective SDG is negative).
+
+``refine`` selects ablations: ``'autoencoder'`` decodes the condition latent without diffusion;
+``'none'`` is MCSR-Net alone (its labels; surfaces are then made from the labels by the caller,
+like every baseline's). Weights: ``mcsr.pt``, ``m2s_vqvae.pt``, ``m2s_ldm.pt`` (model cards in
+Resources/Weights).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from ..errors import InputError
+from ..geometry import Geometry, Volume, resample
+from ..labels import LV, MYO, RV, present_labels
+from .dsl_asv import (CanonicalGrid, _to_output_grid, canonical_geometry, canonical_to_input_mm, onehot,
+                      to_canonical_labels)
+
+MCSR_WEIGHTS, VQVAE_WEIGHTS, LDM_WEIGHTS = "mcsr", "m2s_vqvae", "m2s_ldm"  # names in the manifest
+REFINEMENTS = ("diffusion", "autoencoder", "none")
+DEFAULT_DDIM_STEPS = 10
+MIN_SLICES, MAX_SLICES = 3, 40
+N_CLASSES = 4  # background, LV, MYO, RV
+
+_MODELS: Dict[Tuple[str, str], tuple] = {}
+_OVERRIDE: Dict[str, object] = {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks
+# ---------------------------------------------------------------------------------------------
+
+@contextmanager
+def using_weights(**paths):
+    """Within the block, run with these weights files (keys ``mcsr``, ``vqvae``, ``ldm``)."""
+    previous = dict(_OVERRIDE)
+    _OVERRIDE.update({k: v for k, v in paths.items() if v is not None})
+    try:
+        yield
+    finally:
+        _OVERRIDE.clear()
+        _OVERRIDE.update(previous)
+
+
+def load_models(device: str = "cpu", need=("mcsr", "vqvae", "ldm")):
+    """(MCSRNet, SDGAutoencoder, LatentDenoiser) in eval mode on ``device`` (None for one not in
+    ``need``); shipped, checksum-verified weights unless overridden by :func:`using_weights`."""
+    from .. import weights
+    from ..training.dsl_asv import load_network
+
+    names = {"mcsr": MCSR_WEIGHTS, "vqvae": VQVAE_WEIGHTS, "ldm": LDM_WEIGHTS}
+    out = []
+    for kind in ("mcsr", "vqvae", "ldm"):
+        if kind not in need:
+            out.append(None)
+            continue
+        source = _OVERRIDE.get(kind)
+        key = (str(device), f"{kind}|{source}")
+        if key not in _MODELS:
+            obj = source if source is not None else weights.load_state_dict(names[kind], map_location="cpu")
+            _MODELS[key] = load_network(obj, kind).to(device)
+        out.append(_MODELS[key])
+    return tuple(out)
+
+
+def clear_model_cache() -> None:
+    _MODELS.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1: MCSR-Net
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class MCSROutput:
+    grid: CanonicalGrid  # the canonical LR grid
+    shifts_px: np.ndarray  # (K, 2) centred translations, canonical voxels and slice order
+    prob_hr: np.ndarray  # [C, Z, J, I] class probabilities on hr_geometry
+    hr_geometry: Geometry
+
+    def hr_labels(self) -> Volume:
+        return Volume(np.argmax(self.prob_hr, axis=0).astype(np.uint8), self.hr_geometry.ijk_to_ras)
+
+
+def biventricular_labels(labels: np.ndarray) -> np.ndarray:
+    """Labels 1-3 kept, everything else background (the networks' four classes)."""
+    return np.where(np.isin(labels, (LV, MYO, RV)), labels, 0).astype(np.uint8)
+
+
+def run_mcsr(model, sax: Volume, device: str = "cpu", passes: int = 1) -> MCSROutput:
+    """MCSR-Net on one SAX stack: ``passes`` > 1 re-runs MC-Net on the corrected stack and adds
+    its residual translations."""
+    import torch
+
+    from ..methods import output_geometry
+    from ..networks.mcsr import centre_shifts, labelled_slices, warp_slices
+
+    cfg = model.config
+    grid = canonical_geometry(sax, cfg.inplane_size, cfg.inplane_spacing_mm)
+    x_np = onehot(biventricular_labels(to_canonical_labels(sax, grid)), N_CLASSES)
+    hr_geometry = output_geometry(grid.geometry, slice_spacing=cfg.hr_slice_spacing_mm)
+    z = grid.geometry.ras_to_index(hr_geometry.slice_centres())[:, 2]
+    with torch.no_grad():
+        x = torch.from_numpy(x_np)[None].to(device)
+        shifts, corrected = model.correct(x)
+        for _ in range(int(passes) - 1):
+            shifts, corrected = model.correct(x, shifts + centre_shifts(model.mc(corrected), labelled_slices(x)))
+        logits = model.sr(corrected, torch.from_numpy(z.astype(np.float32)).to(device))
+        prob = torch.softmax(logits, dim=1)[0].cpu().numpy()
+    return MCSROutput(grid, shifts[0].cpu().numpy().astype(float), prob, hr_geometry)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2-3: surface grid, C-SDG, latent diffusion
+# ---------------------------------------------------------------------------------------------
+
+def surface_grid(labels: Volume, shape_kji=(32, 64, 64), spacing_ijk=(2.5, 2.5, 4.0)) -> Geometry:
+    """The fixed-size grid of the SDGs: ``labels``' axes, centred in-plane on its grid centre and
+    along k on the middle of its labelled slices."""
+    g = labels.geometry
+    have = np.flatnonzero(np.asarray(labels.array).any(axis=(1, 2)))
+    if have.size == 0:
+        raise InputError("The corrected segmentation is empty: there is no heart to make surfaces of.")
+    centre = g.index_to_ras([(g.shape[2] - 1) / 2, (g.shape[1] - 1) / 2, (have[0] + have[-1]) / 2])
+    axes = g.ijk_to_ras[:3, :3] / np.linalg.norm(g.ijk_to_ras[:3, :3], axis=0)
+    spacing = np.asarray(spacing_ijk, float)
+    half = spacing * (np.array(shape_kji[::-1], float) - 1) / 2
+    m = np.eye(4)
+    m[:3, :3] = axes * spacing
+    m[:3, 3] = centre - axes @ half
+    return Geometry(tuple(int(v) for v in shape_kji), m)
+
+
+def refine_sdg(vqvae, ldm, condition_mm: np.ndarray, refine: str = "diffusion", steps: int = DEFAULT_DDIM_STEPS,
+               seed: int = 0, device: str = "cpu", progress=None) -> np.ndarray:
+    """C-SDG [S, k, j, i] (mm) -> refined SDG (mm) by the VQ-VAE (+ latent diffusion)."""
+    import torch
+
+    clip = vqvae.config.clip_mm
+    with torch.no_grad():
+        x = torch.from_numpy(np.clip(condition_mm, -clip, clip).astype(np.float32) / clip)[None].to(device)
+        latent = vqvae.encode(x)
+        if refine == "diffusion":
+            generator = torch.Generator().manual_seed(int(seed))
+            latent = ldm.sample(latent, int(steps), generator, progress)
+        return vqvae.decode(latent)[0].cpu().numpy() * clip
+
+
+def voxelise(sdg_mm: np.ndarray, sdg_geometry: Geometry, output: Geometry) -> np.ndarray:
+    """Labels on ``output`` from the SDGs (SURFACE_KEYS order): RV, then LV blood pool, then
+    myocardium where the SDG is negative (linear interpolation; outside the surface grid is
+    outside every surface)."""
+    from ..sdf import SURFACE_KEYS
+
+    labels = np.zeros(output.shape, np.uint8)
+    for key, label in (("RV_endocardium", RV), ("LV_endocardium", LV), ("LV_myocardium", MYO)):
+        channel = sdg_mm[SURFACE_KEYS.index(key)].astype(np.float32)
+        inside = resample(Volume(channel, sdg_geometry.ijk_to_ras), output, "linear", default_value=1e3).array < 0
+        labels[inside] = label
+    return labels
+
+
+# ---------------------------------------------------------------------------------------------
+# The registered method
+# ---------------------------------------------------------------------------------------------
+
+def _check_input(sax: Volume) -> Tuple[int, ...]:
+    n = sax.shape[0]
+    if not MIN_SLICES <= n <= MAX_SLICES:
+        raise InputError(f"mask2surface needs a SAX stack of {MIN_SLICES}-{MAX_SLICES} slices, got {n}.")
+    present = tuple(l for l in present_labels(sax.array) if l in (LV, MYO, RV))
+    if MYO not in present or LV not in present:
+        raise InputError("mask2surface needs the LV blood pool (label 1) and LV myocardium (label 2) in the SAX "
+                         f"segmentation; it has labels {list(present_labels(sax.array))}.")
+    return present
+
+
+def mask2surface(case, ctx, refine: str = "diffusion", ddim_steps: int = DEFAULT_DDIM_STEPS, mc_passes: int = 1,
+                 smoothing_iterations: int = 0):
+    """The registered ``mask2surface`` method (see the module docstring)."""
+    from ..methods import Result
+    from ..sdf import SURFACE_KEYS, label_sdgs, sdg_surface
+
+    if refine not in REFINEMENTS:
+        raise InputError(f"Unknown refine {refine!r}; expected one of {', '.join(REFINEMENTS)}.")
+    sax = case.sax
+    present = _check_input(sax)
+    timings = {}
+    t0 = time.perf_counter()
+    mcsr, vqvae, ldm = load_models(ctx.device, need=("mcsr",) if refine == "none" else
+                                   ("mcsr", "vqvae") if refine == "autoencoder" else ("mcsr", "vqvae", "ldm"))
+    timings["load_s"] = time.perf_counter() - t0
+
+    ctx.report(0.05, "MCSR-Net motion correction and super-resolution")
+    t1 = time.perf_counter()
+    out = run_mcsr(mcsr, sax, ctx.device, mc_passes)
+    displacements = canonical_to_input_mm(out.shifts_px, out.grid, sax)
+    timings["mcsr_s"] = time.perf_counter() - t1
+    diagnostics = {"refine": refine, "mc_passes": int(mc_passes)}
+    if refine == "none":
+        labels = _to_output_grid(out.prob_hr, out.hr_geometry, ctx.geometry, (0,) + present)
+        return Result(Volume.on(ctx.geometry, labels), displacements, timings=timings, diagnostics=diagnostics)
+
+    ctx.report(0.3, "coarse signed distance grids")
+    t2 = time.perf_counter()
+    hr_labels = out.hr_labels()
+    sgrid = surface_grid(hr_labels, vqvae.config.grid_shape, vqvae.config.spacing_mm)
+    condition = label_sdgs(hr_labels, sgrid, vqvae.config.clip_mm)
+    timings["csdg_s"] = time.perf_counter() - t2
+
+    ctx.report(0.45, "latent diffusion" if refine == "diffusion" else "VQ-VAE")
+    t3 = time.perf_counter()
+
+    def step_progress(n, total):
+        ctx.report(0.45 + 0.35 * n / total, f"DDIM step {n}/{total}")
+
+    sdg = refine_sdg(vqvae, ldm, condition, refine, ddim_steps, ctx.seed, ctx.device, step_progress)
+    timings["refine_s"] = time.perf_counter() - t3
+
+    ctx.report(0.85, "surfaces")
+    t4 = time.perf_counter()
+    wanted = [k for k in SURFACE_KEYS if not (k == "RV_endocardium" and RV not in present)]
+    surfaces = {k: sdg_surface(sdg[SURFACE_KEYS.index(k)], sgrid, smoothing_iterations=smoothing_iterations)
+                for k in wanted}
+    surfaces = {k: s for k, s in surfaces.items() if s.GetNumberOfPoints()}
+    labels = voxelise(sdg if RV in present else _without_rv(sdg), sgrid, ctx.geometry)
+    timings["surfaces_s"] = time.perf_counter() - t4
+    diagnostics.update(ddim_steps=int(ddim_steps),
+                       surface_grid={"shape_kji": list(sgrid.shape), "spacing_mm": list(map(float, sgrid.spacing))})
+    return Result(Volume.on(ctx.geometry, labels), displacements, surfaces=surfaces, timings=timings,
+                  diagnostics=diagnostics)
+
+
+def _without_rv(sdg: np.ndarray) -> np.ndarray:
+    from ..sdf import SURFACE_KEYS
+
+    out = sdg.copy()
+    out[SURFACE_KEYS.index("RV_endocardium")] = np.abs(out[SURFACE_KEYS.index("RV_endocardium")]) + 1.0
+    return out
+
+
+def _register() -> None:
+    from ..methods import Method, Option, register
+
+    register(Method(
+        "mask2surface", "Mask2Surface: MCSR-Net + latent diffusion surfaces",
+        "MCSR-Net corrects each slice's in-plane shift and super-resolves the stack; the coarse signed distance "
+        "grids of its output condition a VQ-VAE latent diffusion model whose decoded SDGs give smooth, watertight "
+        "surfaces of the LV myocardium, LV endocardium, LV epicardium and RV endocardium. Biventricular.",
+        mask2surface,
+        options=(Option("refine", str, "diffusion", "'diffusion': latent diffusion (the method); 'autoencoder': "
+                        "VQ-VAE reconstruction of the coarse SDG only; 'none': MCSR-Net alone (ablations).",
+                        choices=REFINEMENTS),
+                 Option("ddim_steps", int, DEFAULT_DDIM_STEPS, "DDIM sampling steps.", minimum=1, maximum=200),
+                 Option("mc_passes", int, 1, "MC-Net passes (each adds the residual translations it finds "
+                        "on the corrected stack).", minimum=1, maximum=4),
+                 Option("smoothing_iterations", int, 0, "windowed-sinc smoothing of the surfaces (0: the decoded "
+                        "level set as it is).", minimum=0, maximum=100)),
+        kind="learned", estimates_displacements=True, test_options={"ddim_steps": 2}))
+
+
+_register()

@@ -1,0 +1,505 @@
+"""Training of the Mask2Surface networks: ``cardiac-recon train mask2surface {mcsr,pairs,vqvae,ldm,...}``.
+
+Three stages, in this order (each resumable: ``--resume`` continues from ``<output>.ckpt``; the
+time budget counts the time already spent; all randomness seeded):
+
+* ``mcsr``: MCSR-Net end to end on the CT cohort's training split (15 real hearts; validation
+  subjects and PCA shapes left out). Every sample is a fresh :func:`.degrade.degrade` of an
+  augmented heart from a refreshed in-memory pool (the DeepWHR trainer's pool and motion mix:
+  none, SRHeart-normal up to 4x severe, STACOM-like shifts with tilt and end-slice dropout,
+  in-plane rotations, label noise, 7-11.5 mm slices), canonicalised exactly as at inference.
+  Targets: the true per-slice translations centred on their mean over the labelled slices; the
+  motion-free stack and the HR labels, both moved by that mean (a common shift is invisible, so
+  the targets are what a perfect correction of *this* stack shows). Losses: L1 on the
+  translations + soft Dice on the corrected LR stack + cross-entropy and soft Dice on the HR
+  output (the SR loss of MCSR plus CE for stable early training), equal weights.
+* ``pairs``: the SDG data set. Per sample, an augmented training heart (affine augmentation only,
+  so its template-registered meshes can follow exactly), degraded with ``normal``,
+  ``mask2surface`` or ``severe`` motion at 8-10 mm, corrected and super-resolved by the trained
+  MCSR-Net; stored: the C-SDG of the MCSR output (the condition) and the ground-truth SDG from the
+  meshes (:mod:`..surface_truth`) on the same surface grid, moved by the mean displacement like
+  the MCSR targets.
+* ``vqvae``: the VQ-VAE on the ground-truth SDGs (L1 reconstruction + MONAI's codebook and
+  commitment losses); ``ldm``: the latent denoiser on (condition latent, target latent) pairs
+  with MONAI's DDPM scheduler (1000 steps, linear betas 0.0015-0.0195).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from ..errors import InputError
+from .dsl_asv import (HeartPool, _checkpoint_path, _cohort_paths, _onehot_t, _plain, _resume, _train_loop,
+                      crop_to_heart, dsl_loss, random_motion)
+
+N_CLASSES = 4  # background, LV, MYO, RV
+
+
+@dataclass
+class MCSRTrainConfig:
+    seed: int = 0
+    minutes: float = 20.0
+    max_steps: int = 100000
+    lr: float = 1e-3
+    accumulate: int = 2
+    crop: int = 40  # in-plane SR crop (voxels) around the heart; MC always sees the whole plane
+    pool_biventricular: int = 24
+    refresh_every: int = 6
+    hr_inplane_mm: Tuple[float, float] = (1.25, 2.0)
+    slice_spacing_mm: Tuple[float, float] = (7.0, 11.5)
+    checkpoint_minutes: float = 3.0
+    threads: int = 1
+    inplane_size: int = 64
+    data_root: Optional[str] = None
+    subjects: Optional[Tuple[str, ...]] = None
+
+
+# ---------------------------------------------------------------------------------------------
+# MCSR samples
+# ---------------------------------------------------------------------------------------------
+
+def shifted(geometry, offset_ras: np.ndarray):
+    """``geometry`` moved by ``-offset_ras``: resampling a volume onto it and reading the array on
+    the unmoved grid gives the volume translated by ``+offset_ras``."""
+    from ..geometry import Geometry
+
+    m = geometry.ijk_to_ras.copy()
+    m[:3, 3] -= offset_ras
+    return Geometry(geometry.shape, m)
+
+
+def mcsr_targets(sax, clean, hr, displacements_mm, inplane_size: int, hr_slice_spacing_mm: float):
+    """Canonical input and targets of one degraded stack: (input labels [K, J, I], centred
+    translations [K, 2] canonical voxels, corrected-LR target [K, J, I], HR slice positions z (LR
+    units), HR target [Z, J, I], the canonical grid)."""
+    from ..geometry import resample
+    from ..methods import output_geometry
+    from ..pipelines.dsl_asv import CanonicalGrid, canonical_geometry, input_mm_to_canonical, to_canonical_labels
+
+    grid = canonical_geometry(sax, inplane_size)
+    x = to_canonical_labels(sax, grid)
+    d = input_mm_to_canonical(displacements_mm, grid, sax)
+    labelled = x.any(axis=(1, 2))
+    mean = d[labelled].mean(axis=0) if labelled.any() else np.zeros(2)
+    centred = np.where(labelled[:, None], d - mean, 0.0)
+    offset = grid.geometry.ijk_to_ras[:3, :2] @ mean  # the invisible common shift, RAS mm
+    lr_target = to_canonical_labels(clean, CanonicalGrid(shifted(grid.geometry, offset), grid.reversed))
+    hr_geometry = output_geometry(grid.geometry, slice_spacing=hr_slice_spacing_mm)
+    z = grid.geometry.ras_to_index(hr_geometry.slice_centres())[:, 2]
+    hr_target = resample(hr, shifted(hr_geometry, offset), "nearest").array.astype(np.uint8)
+    return x, centred.astype(np.float32), lr_target, z.astype(np.float32), hr_target, grid
+
+
+def mcsr_sample(pool: HeartPool, cfg: MCSRTrainConfig, rng: np.random.Generator, hr_slice_spacing_mm: float = 2.0):
+    from ..degrade import degrade
+
+    hr = pool.pick()
+    preset, overrides = random_motion(rng)
+    spacing = float(rng.uniform(*cfg.slice_spacing_mm))
+    deg = degrade(hr, preset, slice_spacing=spacing, seed=int(rng.integers(2 ** 31)), **overrides)
+    sax, clean, kept = crop_to_heart(deg, rng)
+    if not sax.array.any():
+        return mcsr_sample(pool, cfg, rng, hr_slice_spacing_mm)
+    return mcsr_targets(sax, clean, hr, deg.displacements[kept], cfg.inplane_size, hr_slice_spacing_mm)[:5]
+
+
+def heart_crop(labels: np.ndarray, size: int, rng: np.random.Generator) -> Tuple[slice, slice]:
+    """A random in-plane (j, i) window of ``size`` voxels centred near a random heart voxel."""
+    fg = np.argwhere(labels.any(axis=0))
+    n_j, n_i = labels.shape[1:]
+    cj, ci = fg[int(rng.integers(len(fg)))] if len(fg) else (n_j // 2, n_i // 2)
+    j0 = int(np.clip(cj - size // 2 + rng.integers(-4, 5), 0, n_j - size))
+    i0 = int(np.clip(ci - size // 2 + rng.integers(-4, 5), 0, n_i - size))
+    return slice(j0, j0 + size), slice(i0, i0 + size)
+
+
+def soft_dice_loss(prob, target_onehot):
+    """1 - mean soft Dice over the classes present in the target."""
+    dims = (0, 2, 3, 4)
+    inter = (prob * target_onehot).sum(dims)
+    denom = prob.sum(dims) + target_onehot.sum(dims)
+    present = target_onehot.sum(dims) > 0
+    return 1 - ((2 * inter + 1e-3) / (denom + 1e-3))[present].mean()
+
+
+def mcsr_loss(model, x, shifts_true, lr_target, z, hr_target, crop: Tuple[slice, slice]):
+    """L1 on the centred translations (voxels, labelled slices) + soft Dice of the corrected LR
+    stack + CE and soft Dice of the HR output (on an in-plane crop, for speed)."""
+    import torch
+
+    n = model.config.n_classes
+    xt = _onehot_t(x, n)
+    shifts, corrected = model.correct(xt)
+    labelled = torch.from_numpy(x.any(axis=(1, 2)))
+    l1 = (shifts[0][labelled] - torch.from_numpy(shifts_true)[labelled]).abs().mean() if labelled.any() else 0.0
+    dice_lr = soft_dice_loss(corrected, _onehot_t(lr_target, n))
+    cj, ci = crop
+    logits = model.sr(corrected[..., cj, ci], torch.from_numpy(z))
+    hr = dsl_loss(logits, torch.from_numpy(hr_target[:, cj, ci])[None], n)
+    return l1 + dice_lr + hr
+
+
+def train_mcsr(cfg: MCSRTrainConfig, output: Path, resume: bool = False, log=print) -> Path:
+    import torch
+
+    from ..networks.mcsr import MCSRConfig, MCSRNet
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model = MCSRNet(MCSRConfig(inplane_size=cfg.inplane_size))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    ckpt = _checkpoint_path(output)
+    step, already, history = _resume(model, opt, ckpt, resume, "mcsr", log)
+    rng = np.random.default_rng([cfg.seed, step, 2])
+    pool = HeartPool(_cohort_paths(cfg.data_root, cfg.subjects), cfg.pool_biventricular, 0,
+                     tuple(cfg.hr_inplane_mm), 2.0, rng, log)
+    hr_mm = model.config.hr_slice_spacing_mm
+
+    def sample_loss():
+        x, shifts, lr_target, z, hr_target = mcsr_sample(pool, cfg, rng, hr_mm)
+        crop = heart_crop(hr_target, min(cfg.crop, x.shape[1]), rng)
+        return mcsr_loss(model, x, shifts, lr_target, z, hr_target, crop)
+
+    return _train_loop("mcsr", model, opt, cfg, pool, cfg.accumulate, sample_loss, output, ckpt, step, already,
+                       history, log)
+
+
+# ---------------------------------------------------------------------------------------------
+# The SDG data set (condition from the trained MCSR-Net, ground truth from the meshes)
+# ---------------------------------------------------------------------------------------------
+
+PAIR_PRESETS = ("normal", "mask2surface", "severe")
+_BENCH_GRID = ((64, 128, 128), (1.25, 1.25, 2.0))  # the benchmark's HR grid (k, j, i), spacing (i, j, k)
+
+
+def surface_pair(path, seed: int, mcsr, vq_config, device: str = "cpu") -> Tuple[np.ndarray, np.ndarray]:
+    """(condition C-SDG, ground-truth SDG), float32 [S, k, j, i] in mm, for one augmented heart
+    (affine augmentation drawn from ``seed``) and one degradation (see the module docstring)."""
+    from ..cohort import AugmentationRanges, draw_augmentation, load_subject
+    from ..degrade import degrade
+    from ..pipelines.dsl_asv import input_mm_to_canonical
+    from ..pipelines.mask2surface import run_mcsr, surface_grid
+    from ..sdf import label_sdgs
+    from ..surface_truth import truth_sdgs
+
+    rng = np.random.default_rng([seed, 3])
+    ranges = AugmentationRanges(elastic_mm=0.0)
+    aug = draw_augmentation(np.random.default_rng(seed), ranges)
+    hr = load_subject(path, *_BENCH_GRID, augment=seed, ranges=ranges)
+    preset = PAIR_PRESETS[int(rng.integers(len(PAIR_PRESETS)))]
+    deg = degrade(hr, preset, slice_spacing=float(rng.uniform(8.0, 10.0)), seed=int(rng.integers(2 ** 31)))
+    sax, _, kept = crop_to_heart(deg, rng)
+    out = run_mcsr(mcsr, sax, device)
+    labels = out.hr_labels()
+    sgrid = surface_grid(labels, vq_config.grid_shape, vq_config.spacing_mm)
+    condition = label_sdgs(labels, sgrid, vq_config.clip_mm)
+    d = input_mm_to_canonical(deg.displacements[kept], out.grid, sax)
+    labelled = out.grid.to_canonical_order(sax.array.any(axis=(1, 2)))
+    mean = d[labelled].mean(axis=0) if labelled.any() else np.zeros(2)
+    offset = out.grid.geometry.ijk_to_ras[:3, :2] @ mean
+    truth = truth_sdgs(path, shifted(sgrid, offset), augmentation=aug, clip_mm=vq_config.clip_mm)
+    return condition.astype(np.float32), truth.astype(np.float32)
+
+
+def make_pairs(output, mcsr_weights, n_per_subject: int = 10, subjects=None, data_root=None, seed: int = 0,
+               threads: int = 1, log=print) -> Path:
+    """Write the SDG pairs to ``output`` (.npz, float16 mm): ``condition``, ``truth`` [N, S, k, j, i]
+    and ``subject`` names. Resumable: ``<output>.part.npz`` holds the pairs made so far."""
+    import torch
+
+    from ..networks.latent_diffusion import VQVAEConfig
+    from ..training.dsl_asv import load_network
+
+    torch.set_num_threads(threads)
+    output = Path(output)
+    part = output.with_suffix(".part.npz")
+    mcsr = load_network(mcsr_weights, "mcsr")
+    paths = _cohort_paths(data_root, subjects)
+    jobs = [(p, seed * 100003 + 1000 * i + r) for r in range(n_per_subject) for i, p in enumerate(paths)]
+    done = dict(np.load(part)) if part.is_file() else {}
+    cond, truth, names = (list(done.get("condition", [])), list(done.get("truth", [])),
+                          list(done.get("subject", [])))
+    t0 = time.perf_counter()
+    for n, (path, s) in enumerate(jobs[len(cond):], start=len(cond)):
+        c, t = surface_pair(path, s, mcsr, VQVAEConfig())
+        cond.append(c.astype(np.float16))
+        truth.append(t.astype(np.float16))
+        names.append(Path(path).stem)
+        if (n + 1) % 10 == 0:
+            np.savez(part, condition=np.stack(cond), truth=np.stack(truth), subject=np.array(names))
+            log(f"pairs {n + 1}/{len(jobs)} in {time.perf_counter() - t0:.0f} s")
+    np.savez(output, condition=np.stack(cond), truth=np.stack(truth), subject=np.array(names))
+    part.unlink(missing_ok=True)
+    log(f"{len(cond)} SDG pairs -> {output}")
+    return output
+
+
+# ---------------------------------------------------------------------------------------------
+# VQ-VAE and latent denoiser
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class SDGTrainConfig:
+    seed: int = 0
+    minutes: float = 10.0
+    max_steps: int = 100000
+    lr: float = 5e-4
+    batch: int = 2
+    refresh_every: int = 10 ** 9  # no heart pool: the pairs are fixed
+    checkpoint_minutes: float = 3.0
+    threads: int = 1
+    pairs: str = ""
+
+
+class _NoPool:
+    def refresh(self) -> None:
+        pass
+
+
+def _load_pairs(path, clip_mm: float):
+    import torch
+
+    data = np.load(path)
+    norm = lambda a: torch.from_numpy(np.clip(a.astype(np.float32), -clip_mm, clip_mm) / clip_mm)  # noqa: E731
+    return norm(data["condition"]), norm(data["truth"])
+
+
+def train_vqvae(cfg: SDGTrainConfig, output: Path, resume: bool = False, log=print) -> Path:
+    """VQ-VAE on the ground-truth SDGs: L1 + MONAI's quantisation (codebook/commitment) loss.
+    Random in-plane translations of a few voxels augment the fixed pairs."""
+    import torch
+
+    from ..networks.latent_diffusion import SDGAutoencoder, VQVAEConfig
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model = SDGAutoencoder(VQVAEConfig())
+    _, truth = _load_pairs(cfg.pairs, model.config.clip_mm)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    ckpt = _checkpoint_path(output)
+    step, already, history = _resume(model, opt, ckpt, resume, "vqvae", log)
+    gen = torch.Generator().manual_seed(cfg.seed + step)
+
+    def sample_loss():
+        idx = torch.randint(len(truth), (cfg.batch,), generator=gen)
+        x = torch.stack([torch.roll(truth[i], tuple(torch.randint(-3, 4, (2,), generator=gen).tolist()), dims=(2, 3))
+                         for i in idx])
+        recon, q_loss = model(x)
+        return (recon - x).abs().mean() + q_loss.mean()
+
+    return _train_loop("vqvae", model, opt, cfg, _NoPool(), 1, sample_loss, output, ckpt, step, already, history,
+                       log)
+
+
+def encode_pairs(vqvae_weights, pairs, batch: int = 8):
+    """(condition latents, truth latents) of every pair with the trained VQ-VAE."""
+    import torch
+
+    from ..training.dsl_asv import load_network
+
+    vqvae = load_network(vqvae_weights, "vqvae")
+    cond, truth = _load_pairs(pairs, vqvae.config.clip_mm)
+    with torch.no_grad():
+        enc = lambda a: torch.cat([vqvae.encode(a[i:i + batch]) for i in range(0, len(a), batch)])  # noqa: E731
+        return enc(cond), enc(truth)
+
+
+def train_ldm(cfg: SDGTrainConfig, vqvae_weights, output: Path, resume: bool = False, log=print) -> Path:
+    """The latent denoiser: DDPM training (random step, noise the target latent, predict it back
+    from the noisy latent and the condition latent; MSE)."""
+    import torch
+
+    from ..networks.latent_diffusion import LatentDenoiser, LDMConfig, ddpm_scheduler
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    cond, truth = encode_pairs(vqvae_weights, cfg.pairs)
+    scale = float(truth.std())
+    model = LatentDenoiser(LDMConfig(latent_scale=scale))
+    scheduler = ddpm_scheduler(model.config)
+    cond, truth = cond / scale, truth / scale
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    ckpt = _checkpoint_path(output)
+    step, already, history = _resume(model, opt, ckpt, resume, "ldm", log)
+    gen = torch.Generator().manual_seed(cfg.seed + step)
+    n_t = model.config.num_train_timesteps
+
+    def sample_loss():
+        idx = torch.randint(len(truth), (cfg.batch,), generator=gen)
+        x0, c = truth[idx], cond[idx]
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, n_t, (cfg.batch,), generator=gen)
+        pred = model(scheduler.add_noise(x0, noise, t), t, c)
+        target = x0 if model.config.prediction_type == "sample" else noise
+        return torch.nn.functional.mse_loss(pred, target)
+
+    return _train_loop("ldm", model, opt, cfg, _NoPool(), 1, sample_loss, output, ckpt, step, already, history, log)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model cards and installation
+# ---------------------------------------------------------------------------------------------
+
+CITATION = (
+    "* Method: Zhang et al., \"Mask2Surface\" (MCSR-Net + coarse signed distance grids + VQ-VAE latent "
+    "diffusion; `shared/papers/001`), MCSR-Net after Chen et al. 2024, MCSR-ETE. Re-implemented from the "
+    "papers; no peer code used.\n"
+    "* Data: the 19-subject whole-heart CT shape model of Rodero et al., \"Linking statistical shape models "
+    "and simulated function in the healthy adult human heart\", PLOS Computational Biology 17(4):e1008851 "
+    "(2021): the 15 training subjects (subject_00-14) only; subject_15-18 are held out for validation and "
+    "the PCA shapes (which saw every subject) are not used. Ground-truth SDGs from the subjects' "
+    "template-registered meshes.\n"
+    "* Networks from MONAI (`UNet`, `VQVAE`, `DiffusionModelUNet`, `DDPMScheduler`, `DDIMScheduler`).")
+
+_CARD_TEXT = {
+    "mcsr": ("MCSR-Net (Mask2Surface stage 1)",
+             "Per-slice in-plane translation (MC-Net, bilinear slice warp) and through-plane super-resolution "
+             "to 2 mm (SR-Net, MONAI UNet with (1, 2, 2) strides) of a biventricular SAX label stack on the "
+             "canonical 64 x 64 x 2.5 mm grid.",
+             "cardiac-recon train mask2surface mcsr --output mcsr.pt --minutes {minutes:g}"),
+    "vqvae": ("Mask2Surface VQ-VAE over signed distance grids",
+              "MONAI VQVAE (codebook 1024, latent dimension 8, downsampling x4) over 4-channel SDGs (LV "
+              "myocardium, LV endocardium, LV epicardium, RV endocardium; mm / 20, clipped) on a 32 x 64 x 64 "
+              "grid of 2.5 x 2.5 x 4 mm. Its encoder also encodes the condition (the C-SDG of MCSR-Net's output).",
+              "cardiac-recon train mask2surface vqvae --pairs pairs.npz --output m2s_vqvae.pt --minutes {minutes:g}"),
+    "ldm": ("Mask2Surface latent denoiser",
+            "MONAI DiffusionModelUNet on [noisy latent, condition latent] (8 + 8 channels at 8 x 16 x 16); DDPM "
+            "training with 1000 steps and linear betas 0.0015-0.0195, clean-latent (x0) prediction; DDIM "
+            "sampling with 10 steps at inference.",
+            "cardiac-recon train mask2surface ldm --pairs pairs.npz --vqvae m2s_vqvae.pt --output m2s_ldm.pt "
+            "--minutes {minutes:g}"),
+}
+
+
+def model_card(kind: str, weights_path, metrics: Dict[str, float], pairs_note: str = "") -> str:
+    """Markdown model card (data and citation, configuration, training, validation, SHA-256)."""
+    import torch
+
+    from ..weights import sha256
+
+    obj = torch.load(str(weights_path), map_location="cpu", weights_only=True)
+    meta, cfg = obj.get("meta", {}), obj["config"]
+    train = meta.get("train_config", {})
+    title, what, command = _CARD_TEXT[kind]
+    n_params = sum(int(np.prod(v.shape)) for v in obj["state_dict"].values())
+    lines = [f"# {title}", "", what, "", "## Data and citation", "", CITATION, "", "## Training", "",
+             f"* Command: `{command.format(minutes=train.get('minutes', 0))}`",
+             f"* Device: {meta.get('device', 'cpu')}, torch {meta.get('torch', '?')}; "
+             f"{meta.get('train_minutes', 0):.1f} min, {meta.get('steps', 0)} optimiser steps, "
+             f"{meta.get('samples', 0)} samples (a reduced CPU budget: no GPU was lent to this task).",
+             f"* Network configuration: `{json.dumps(cfg)}` ({n_params} parameters).",
+             f"* Training configuration: `{json.dumps(train)}`."]
+    if pairs_note and kind != "mcsr":
+        lines.append(f"* {pairs_note}")
+    lines += ["", "## Validation (held-out CT hearts subject_15-18, 3 seeds)", "",
+              "Measured through the `mask2surface` pipeline by `cardiac-recon train mask2surface validate`; "
+              "Chamfer distance (mm, symmetric, vertex-based) to the ground-truth surfaces from the meshes.", "",
+              "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.3f} |" for k, v in metrics.items()]
+    lines += ["", "## Limits", "",
+              "* End-diastolic CT anatomy of 15 healthy adults with affine (MCSR: also elastic) augmentation; "
+              "small CPU-trained networks. A common shift of all slices is invisible in a SAX stack: "
+              "displacements are centred on the labelled slices.", "",
+              f"SHA-256 of the weights file: `{sha256(weights_path)}`", ""]
+    return "\n".join(lines)
+
+
+def validate(root=None, seeds=(0, 1, 2), presets=("normal", "mask2surface"), log=print) -> Dict[str, float]:
+    """Mean plain myocardium Dice, displacement error and Chamfer distance (mm) of ``mask2surface``
+    and of MCSR-Net alone on the held-out hearts (the numbers of the model cards)."""
+    from ..bench import benchmark, cohort_anatomies
+
+    rows = benchmark(cohort_anatomies(root), presets, ["mask2surface"], seeds,
+                     method_options={"mask2surface": {}}, surface_metrics=True,
+                     progress=lambda m: log(f"validate {m}"))
+    out = {}
+    for key in ("dice_MYO", "displacement_error_mean_removed_mm", "chamfer_mean_mm", "chamfer_LV_myocardium_mm"):
+        vals = [r[key] for r in rows if key in r and np.isfinite(r[key])]
+        if vals:
+            out[key] = float(np.mean(vals))
+    return out
+
+
+def install_weights(paths: Dict[str, str], metrics: Dict[str, float], pairs_note: str = "", directory=None,
+                    log=print) -> None:
+    """Register the three weights files with model cards in the weights folder (manifest)."""
+    from .. import weights
+    from ..pipelines.mask2surface import LDM_WEIGHTS, MCSR_WEIGHTS, VQVAE_WEIGHTS
+
+    names = {"mcsr": MCSR_WEIGHTS, "vqvae": VQVAE_WEIGHTS, "ldm": LDM_WEIGHTS}
+    for kind, path in paths.items():
+        entry = weights.register(names[kind], path, model_card(kind, path, metrics, pairs_note), directory)
+        log(f"installed {names[kind]}: {entry}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("stage", choices=("mcsr", "pairs", "vqvae", "ldm", "validate", "install"),
+                   help="mcsr: MCSR-Net; pairs: the SDG data set (needs --mcsr); vqvae: the VQ-VAE (needs "
+                        "--pairs); ldm: the latent denoiser (needs --pairs, --vqvae); validate: metrics on the "
+                        "held-out CT hearts (shipped weights, or --mcsr/--vqvae/--ldm); install: validate, then "
+                        "register the three files with model cards")
+    p.add_argument("--output", help="file to write (.pt weights or .npz pairs); checkpoint <output>.ckpt")
+    p.add_argument("--minutes", type=float, help="training time budget (default: 20 mcsr, 10 vqvae, 10 ldm)")
+    p.add_argument("--max-steps", type=int, default=100000, help="stop after this many optimiser steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
+    p.add_argument("--data", help="shared data folder holding wholeheart_ct/ (default: $CARDIAC_RECON_DATA)")
+    p.add_argument("--subjects", help="comma-separated CT subjects (default: the training split)")
+    p.add_argument("--resume", action="store_true", help="continue from <output>.ckpt (pairs: <output>.part.npz)")
+    p.add_argument("--per-subject", type=int, default=10, help="pairs: augmented samples per subject")
+    p.add_argument("--pairs", help="vqvae/ldm: the SDG pairs file made by the 'pairs' stage")
+    p.add_argument("--mcsr", help="pairs/validate/install: MCSR-Net weights")
+    p.add_argument("--vqvae", help="ldm/validate/install: VQ-VAE weights")
+    p.add_argument("--ldm", help="validate/install: latent denoiser weights")
+
+
+def main(args) -> int:
+    subjects = tuple(s.strip() for s in args.subjects.split(",")) if args.subjects else None
+    if args.stage in ("validate", "install"):
+        from ..pipelines.mask2surface import using_weights
+
+        with using_weights(mcsr=args.mcsr, vqvae=args.vqvae, ldm=args.ldm):
+            metrics = validate(args.data)
+        print(json.dumps(metrics, indent=2))
+        if args.stage == "install":
+            if not (args.mcsr and args.vqvae and args.ldm):
+                raise InputError("install needs --mcsr, --vqvae and --ldm weights files.")
+            note = f"SDG pairs: {args.per_subject} per training subject" if args.per_subject else ""
+            install_weights({"mcsr": args.mcsr, "vqvae": args.vqvae, "ldm": args.ldm}, metrics, note)
+        return 0
+    if not args.output:
+        raise InputError(f"train mask2surface {args.stage} needs --output FILE.")
+    output = Path(args.output)
+    if args.stage == "mcsr":
+        cfg = MCSRTrainConfig(seed=args.seed, minutes=args.minutes or 20.0, max_steps=args.max_steps,
+                              threads=args.threads, data_root=args.data, subjects=subjects)
+        train_mcsr(cfg, output, args.resume)
+    elif args.stage == "pairs":
+        if not args.mcsr:
+            raise InputError("train mask2surface pairs needs --mcsr MCSR.pt (a trained MCSR-Net).")
+        if not args.resume:
+            output.with_suffix(".part.npz").unlink(missing_ok=True)
+        make_pairs(output, args.mcsr, args.per_subject, subjects, args.data, args.seed, args.threads)
+    else:
+        if not args.pairs:
+            raise InputError(f"train mask2surface {args.stage} needs --pairs PAIRS.npz.")
+        cfg = SDGTrainConfig(seed=args.seed, minutes=args.minutes or 10.0, max_steps=args.max_steps,
+                             threads=args.threads, pairs=args.pairs, batch=2 if args.stage == "vqvae" else 8)
+        if args.stage == "vqvae":
+            train_vqvae(cfg, output, args.resume)
+        else:
+            if not args.vqvae:
+                raise InputError("train mask2surface ldm needs --vqvae VQVAE.pt.")
+            train_ldm(cfg, args.vqvae, output, args.resume)
+    return 0
