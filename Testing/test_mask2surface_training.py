@@ -1,0 +1,95 @@
+"""Training of the Mask2Surface networks: target conventions, one-step runs, resume, CLI errors."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("monai")
+
+from CardiacReconstructionLib import cli  # noqa: E402
+from CardiacReconstructionLib.cohort import list_subjects  # noqa: E402
+from CardiacReconstructionLib.degrade import degrade  # noqa: E402
+from CardiacReconstructionLib.errors import InputError  # noqa: E402
+from CardiacReconstructionLib.networks.mcsr import warp_slices  # noqa: E402
+from CardiacReconstructionLib.phantom import make_phantom  # noqa: E402
+from CardiacReconstructionLib.pipelines.dsl_asv import onehot  # noqa: E402
+from CardiacReconstructionLib.training import mask2surface as tm  # noqa: E402
+from CardiacReconstructionLib.training.dsl_asv import load_network  # noqa: E402
+
+
+def _has_cohort():
+    try:
+        return len(list_subjects()) > 0
+    except Exception:
+        return False
+
+
+needs_cohort = pytest.mark.skipif(not _has_cohort(), reason="shared CT cohort not available")
+
+
+def test_perfect_correction_reproduces_the_training_targets():
+    """Moving the input slices by the centred true translations gives the LR target: the sign
+    convention of the targets, the warp and the gauge agree."""
+    hr = make_phantom(seed=3).truth
+    deg = degrade(hr, "mask2surface", slice_spacing=10.0, seed=5)
+    x, shifts, lr_target, z, hr_target, grid = tm.mcsr_targets(deg.sax, deg.lr_truth, hr, deg.displacements, 64, 2.0)
+    moved = warp_slices(torch.from_numpy(onehot(x, 4))[None], torch.from_numpy(shifts)[None])[0].numpy()
+    corrected = moved.argmax(0)
+    fg = (corrected > 0) | (lr_target > 0)
+    agree = (corrected == lr_target)[fg].mean()
+    before = (x == lr_target)[fg].mean()
+    assert agree > 0.93 and agree > before + 0.1
+    labelled = x.any(axis=(1, 2))
+    np.testing.assert_allclose(shifts[labelled].mean(axis=0), 0.0, atol=1e-5)
+    assert hr_target.shape[0] == len(z) and hr_target.shape[1:] == x.shape[1:]
+    assert z.min() >= -0.5 and z.max() <= x.shape[0] - 0.5
+
+
+@needs_cohort
+def test_mcsr_trains_one_step_and_resumes(tmp_path):
+    cfg = tm.MCSRTrainConfig(minutes=5.0, max_steps=1, pool_biventricular=1, accumulate=1)
+    out = tm.train_mcsr(cfg, tmp_path / "mcsr.pt", log=lambda *_: None)
+    model = load_network(out, "mcsr")
+    assert model.config.inplane_size == 64
+    cfg2 = tm.MCSRTrainConfig(minutes=5.0, max_steps=2, pool_biventricular=1, accumulate=1)
+    logs = []
+    tm.train_mcsr(cfg2, tmp_path / "mcsr.pt", resume=True, log=logs.append)
+    assert any("resumed MCSR at step 1" in str(m) for m in logs)
+    assert torch.load(str(out), weights_only=True)["meta"]["steps"] == 2
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory):
+    """A tiny SDG pairs file from phantom label maps (no cohort needed)."""
+    from CardiacReconstructionLib.pipelines.mask2surface import surface_grid
+    from CardiacReconstructionLib.sdf import label_sdgs
+
+    cond, truth = [], []
+    for seed in (0, 1):
+        hr = make_phantom(seed=seed).truth
+        g = surface_grid(hr)
+        s = label_sdgs(hr, g)
+        truth.append(s.astype(np.float16))
+        cond.append((s + np.float32(1.0)).astype(np.float16))
+    path = tmp_path_factory.mktemp("pairs") / "pairs.npz"
+    np.savez(path, condition=np.stack(cond), truth=np.stack(truth), subject=np.array(["p0", "p1"]))
+    return path
+
+
+def test_vqvae_and_ldm_train_one_step(pairs_file, tmp_path):
+    cfg = tm.SDGTrainConfig(minutes=5.0, max_steps=1, pairs=str(pairs_file), batch=1)
+    vq = tm.train_vqvae(cfg, tmp_path / "vq.pt", log=lambda *_: None)
+    assert load_network(vq, "vqvae").config.num_embeddings == 1024
+    ldm = tm.train_ldm(tm.SDGTrainConfig(minutes=5.0, max_steps=1, pairs=str(pairs_file), batch=2), vq,
+                       tmp_path / "ldm.pt", log=lambda *_: None)
+    model = load_network(ldm, "ldm")
+    assert model.config.latent_scale > 0 and model.config.prediction_type == "sample"
+
+
+def test_cli_stage_errors(tmp_path, capsys):
+    assert cli.main(["train", "mask2surface", "pairs", "--output", str(tmp_path / "p.npz")]) == 2
+    assert "needs --mcsr" in capsys.readouterr().err
+    assert cli.main(["train", "mask2surface", "vqvae", "--output", str(tmp_path / "v.pt")]) == 2
+    assert "needs --pairs" in capsys.readouterr().err
+    with pytest.raises(InputError, match="expected 'vqvae'"):
+        load_network({"kind": "mcsr", "config": {}, "state_dict": {}}, "vqvae")
