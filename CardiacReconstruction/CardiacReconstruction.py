@@ -88,8 +88,11 @@ Inputs are never modified.</p>
 interpolation) and <code>centroid_shape_interp</code> (slices aligned on an LV centroid fit, then
 shape-based interpolation). Learned (need PyTorch; a GPU is used when available):
 <code>latent_optimisation</code> (a learned 3D shape prior and per-slice shifts fitted to the
-stack, after SRHeart) and <code>dsl_asv</code> (DeepWHR: label-domain motion correction, then
-arbitrary-scale super-resolution). All but the first three estimate per-slice displacements.
+stack, after SRHeart), <code>dsl_asv</code> (DeepWHR: label-domain motion correction, then
+arbitrary-scale super-resolution) and <code>mask2surface</code> (Mask2Surface: MCSR-Net correction and
+super-resolution, then latent diffusion of signed distance grids to smooth, watertight surfaces of the
+LV myocardium, LV endo- and epicardium and RV endocardium). All but the first three estimate
+per-slice displacements.
 Each method's options appear when it is selected.</p>
 <p><b>Outputs</b>: a segmentation with named, coloured segments at the chosen slice spacing,
 surface models, a table of per-slice displacements (mm along the image rows and columns) and,

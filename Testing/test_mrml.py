@@ -292,6 +292,16 @@ def test_models_carry_the_surfaces(scene, stack):
     assert scene.GetNumberOfNodesByClass("vtkMRMLModelNode") == 3
 
 
+def test_mask2surface_surfaces_get_their_own_names_and_colours(scene, stack):
+    from CardiacReconstructionLib.sdf import SURFACE_STYLES
+
+    surfaces = label_surfaces(stack)
+    models = mrml.add_model_nodes({"LV_epicardium": surfaces["MYO"], "RV_endocardium": surfaces["RV"]}, "M2S",
+                                  scene=scene)
+    assert [m.GetName() for m in models] == ["M2S LV epicardium", "M2S RV endocardium"]
+    np.testing.assert_allclose(models[0].GetDisplayNode().GetColor(), SURFACE_STYLES["LV_epicardium"][1], atol=1e-6)
+
+
 def test_table_holds_the_displacements(scene):
     d = np.array([[0.5, -1.0], [0.0, 0.0], [2.25, 1.5]])
     table = mrml.add_displacement_table(d, "shifts", residuals=[0.1, 0.2, 0.3], scene=scene)

@@ -34,6 +34,7 @@ from .errors import InputError
 from .geometry import Volume
 from .io import as_integer_labels, as_single_slice
 from .labels import LV, MYO, RV, STRUCTURES, apply_convention, label_for_segment_name, present_labels, to_canonical
+from .sdf import SURFACE_STYLES
 from .stack import shift_slices
 
 #: Node attribute that marks the nodes this module creates, with their role as value.
@@ -435,7 +436,8 @@ def add_model_nodes(surfaces: Dict[str, object], name_prefix: str, scene=None) -
     models = []
     for key, polydata in surfaces.items():
         structure = _STRUCTURE_BY_KEY.get(key)
-        name = f"{name_prefix} {structure.name if structure else key}"
+        surface_name, surface_colour = SURFACE_STYLES.get(key, (key, (0.8, 0.8, 0.8)))
+        name = f"{name_prefix} {structure.name if structure else surface_name}"
         copy = vtk.vtkPolyData()
         copy.DeepCopy(polydata)
         role = f"model:{key}"
@@ -446,7 +448,7 @@ def add_model_nodes(surfaces: Dict[str, object], name_prefix: str, scene=None) -
             model.SetAttribute(ROLE_ATTRIBUTE, role)
         else:
             model.SetAndObservePolyData(copy)
-        _style_model(model, structure.color if structure else (0.8, 0.8, 0.8))
+        _style_model(model, structure.color if structure else surface_colour)
         models.append(model)
     return models
 

@@ -32,17 +32,23 @@ from scipy.spatial import cKDTree
 from vtkmodules.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray, vtk_to_numpy
 from vtkmodules.vtkCommonCore import vtkDoubleArray, vtkPoints
 from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkPolyData
-from vtkmodules.vtkFiltersCore import vtkFlyingEdges3D, vtkImplicitPolyDataDistance, vtkWindowedSincPolyDataFilter
+from vtkmodules.vtkFiltersCore import vtkFlyingEdges3D, vtkImplicitPolyDataDistance
 
 from .errors import InputError
 from .geometry import Geometry, Volume
 from .labels import LV, MYO, RV
-from .surfaces import _image_in_mm, _outward_normals, _padded_crop, _run, _transform
+from .surfaces import _image_in_mm, _outward_normals, _padded_crop, _run, _smooth, _transform
 
 #: Clip of every SDG (mm): values lie in [-SDG_CLIP_MM, +SDG_CLIP_MM].
 SDG_CLIP_MM = 20.0
 #: The SDG channels, in this order.
 SURFACE_KEYS = ("LV_myocardium", "LV_endocardium", "LV_epicardium", "RV_endocardium")
+#: Display name and colour of each surface (Slicer model nodes, figures): the colour of the
+#: structure it bounds, the epicardium a darker myocardium.
+SURFACE_STYLES = {"LV_myocardium": ("LV myocardium surface", (0.93, 0.75, 0.45)),
+                  "LV_endocardium": ("LV endocardium", (0.86, 0.27, 0.24)),
+                  "LV_epicardium": ("LV epicardium", (0.72, 0.55, 0.30)),
+                  "RV_endocardium": ("RV endocardium", (0.29, 0.48, 0.85))}
 #: Bound (mm) on the overestimate of a point-to-mesh distance (see :func:`mesh_distance`).
 DISTANCE_TOLERANCE_MM = 0.25
 #: Clip (in fine-grid voxels) of the SDGs made only to extract a zero level set: the level set
@@ -280,20 +286,6 @@ def label_sdgs(labels: Volume, target: Geometry, clip_mm: float = SDG_CLIP_MM) -
 # ---------------------------------------------------------------------------------------------
 # Zero level sets
 # ---------------------------------------------------------------------------------------------
-
-def _smooth(surface: vtkPolyData, iterations: int, pass_band: float) -> vtkPolyData:
-    """Windowed-sinc smoothing (as Slicer smooths its surfaces): it shrinks a closed surface far
-    less than Laplacian smoothing, and with boundary and feature-edge handling off it keeps the
-    surface closed."""
-    smoother = vtkWindowedSincPolyDataFilter()
-    smoother.SetNumberOfIterations(int(iterations))
-    smoother.SetPassBand(float(pass_band))
-    smoother.NormalizeCoordinatesOn()
-    smoother.BoundarySmoothingOff()
-    smoother.FeatureEdgeSmoothingOff()
-    smoother.NonManifoldSmoothingOn()
-    return _run(smoother, surface)
-
 
 def _closed_field_crop(sdg: np.ndarray, inside: np.ndarray, level: float):
     """The field on the bounding box of its inside voxels plus one voxel, padded where that box

@@ -109,6 +109,20 @@ def _outward_normals(polydata: vtkPolyData) -> vtkPolyData:
     return normals(True) if _signed_volume(out) < 0 else out
 
 
+def _smooth(surface: vtkPolyData, iterations: int, pass_band: float) -> vtkPolyData:
+    """Windowed-sinc smoothing (as Slicer smooths its surfaces): it shrinks a closed surface far
+    less than Laplacian smoothing, and with boundary and feature-edge handling off it keeps the
+    surface closed."""
+    smoother = vtkWindowedSincPolyDataFilter()
+    smoother.SetNumberOfIterations(int(iterations))
+    smoother.SetPassBand(float(pass_band))
+    smoother.NormalizeCoordinatesOn()
+    smoother.BoundarySmoothingOff()
+    smoother.FeatureEdgeSmoothingOff()
+    smoother.NonManifoldSmoothingOn()
+    return _run(smoother, surface)
+
+
 def _decimate_keeping_closed(surface: vtkPolyData, reduction: float) -> vtkPolyData:
     """Quadric decimation, unless it would open the surface: on smooth anatomy it keeps the
     mesh watertight, but where a ragged mask pinches the surface at single vertices it can
@@ -158,14 +172,7 @@ def mask_surface(mask: np.ndarray, ijk_to_ras, smoothing_iterations: int = 20, p
     contour.ComputeScalarsOff()
     surface = _run(contour, _image_in_mm(crop, first_ijk, spacing))
     if int(smoothing_iterations) > 0:
-        smoother = vtkWindowedSincPolyDataFilter()
-        smoother.SetNumberOfIterations(int(smoothing_iterations))
-        smoother.SetPassBand(float(pass_band))
-        smoother.NormalizeCoordinatesOn()
-        smoother.BoundarySmoothingOff()
-        smoother.FeatureEdgeSmoothingOff()
-        smoother.NonManifoldSmoothingOn()
-        surface = _run(smoother, surface)
+        surface = _smooth(surface, smoothing_iterations, pass_band)
     if decimate:
         surface = _decimate_keeping_closed(surface, float(decimate))
     mm_to_ras = geometry.ijk_to_ras @ np.diag(np.append(1.0 / spacing, 1.0))
