@@ -43,7 +43,7 @@ def result(case):
 def test_registered_with_its_options():
     m = methods.get("mask2surface")
     assert m.kind == "learned" and m.estimates_displacements
-    assert {o.name for o in m.options} == {"refine", "ddim_steps", "mc_passes", "smoothing_iterations"}
+    assert {o.name for o in m.options} == {"refine", "ddim_steps", "strength", "mc_passes", "smoothing_iterations"}
     assert dict((o.name, o.default) for o in m.options)["ddim_steps"] == 10
 
 

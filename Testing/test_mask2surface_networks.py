@@ -93,7 +93,7 @@ def test_vqvae_latent_grid_and_codebook():
     with torch.no_grad():
         z = model.encode(x)
         y = model.decode(z)
-    assert z.shape == (1, 8, 4, 4, 4) and y.shape == x.shape
+    assert z.shape == (1, 8, 8, 8, 8) and y.shape == x.shape  # x2 downsampling
     assert model.vqvae.quantizer.quantizer.num_embeddings == 1024
 
 

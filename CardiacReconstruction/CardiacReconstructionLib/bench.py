@@ -153,14 +153,14 @@ def result_surfaces(result: method_registry.Result) -> Dict[str, object]:
 
 def surface_scores(surfaces: Dict[str, object], truth: Dict[str, object]) -> Dict[str, float]:
     """Per surface key: Chamfer distance and mesh ASSD (exact point-to-mesh, mm) to the truth,
-    and the mean-curvature spread (1/mm); plus their means over the keys both have."""
-    from .metrics import chamfer_distance, mean_curvature_sd, mesh_assd
+    and the robust mean-curvature spread (1/mm); plus their means over the keys both have."""
+    from .metrics import chamfer_distance, curvature_spread, mesh_assd
 
     row, keys = {}, [k for k in truth if k in surfaces]
     for k in keys:
         row[f"chamfer_{k}_mm"] = chamfer_distance(surfaces[k], truth[k], to_surface=True)
         row[f"surface_assd_{k}_mm"] = mesh_assd(surfaces[k], truth[k])
-        row[f"curvature_sd_{k}"] = mean_curvature_sd(surfaces[k])
+        row[f"curvature_spread_{k}"] = curvature_spread(surfaces[k])
     for metric in ("chamfer", "surface_assd"):
         vals = [row[f"{metric}_{k}_mm"] for k in keys]
         row[f"{metric}_mean_mm"] = float(np.mean(vals)) if vals else float("nan")
@@ -231,7 +231,7 @@ def write_rows_csv(rows: List[dict], path) -> Path:
 SUMMARY_METRICS = ("dice_LV", "dice_MYO", "dice_RV", "dice_mean", "hd95_mean", "assd_mean", "displacement_error_mm",
                    "displacement_error_mean_removed_mm")
 SURFACE_SUMMARY_METRICS = ("dice_MYO", "chamfer_mean_mm", "chamfer_LV_myocardium_mm", "surface_assd_mean_mm",
-                           "curvature_sd_LV_myocardium", "displacement_error_mean_removed_mm")
+                           "curvature_spread_LV_myocardium", "displacement_error_mean_removed_mm")
 
 
 def _mean_sd(vals) -> str:

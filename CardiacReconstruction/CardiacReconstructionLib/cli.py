@@ -228,7 +228,7 @@ def cmd_evaluate(args) -> int:
 SURFACE_NOTE = ("Surfaces: Chamfer distance and mesh ASSD (exact point-to-mesh, mm) to the ground-truth "
                 "surfaces (CT: from the template-registered meshes; phantom: zero level set of the truth's signed "
                 "distance), mean over LV myocardium, LV endo-, LV epi- and RV endocardium; methods without "
-                "surfaces of their own are meshed by marching cubes at 0.5 on their labels; curvature_sd = spread "
+                "surfaces of their own are meshed by marching cubes at 0.5 on their labels; curvature_spread = robust spread "
                 "of the mean curvature (1/mm, lower is smoother). ")
 
 

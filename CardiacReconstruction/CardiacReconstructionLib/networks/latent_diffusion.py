@@ -4,8 +4,8 @@ denoiser (Zhang et al., "Mask2Surface"), built from MONAI's ``VQVAE``, ``Diffusi
 with the weights and the conditional sampling loop.
 
 * :class:`SDGAutoencoder`: SDGs ``[B, S, D, H, W]`` (one channel per surface, mm divided by
-  ``clip_mm`` so values lie in [-1, 1]) -> quantised latents ``[B, embedding_dim, D/4, H/4,
-  W/4]`` (codebook of 1024 vectors of size 8, as the paper) -> SDGs. Its encoder also encodes the
+  ``clip_mm`` so values lie in [-1, 1]) -> quantised latents ``[B, embedding_dim, D/2, H/2,
+  W/2]`` (codebook of 1024 vectors of size 8, as the paper) -> SDGs. Its encoder also encodes the
   coarse SDG (C-SDG) of the corrected mask: the condition.
 * :class:`LatentDenoiser`: a DiffusionModelUNet whose input is the noisy target latent
   concatenated with the condition latent (the paper's conditioning). Trained with DDPM (1000
@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,7 +30,9 @@ from .config import NetworkConfig
 @dataclass(frozen=True)
 class VQVAEConfig(NetworkConfig):
     n_surfaces: int = 4
-    channels: Tuple[int, ...] = (32, 64)
+    channels: Tuple[int, ...] = (24, 48)
+    strides: Tuple[int, ...] = (2, 1)  # per level; x2 overall: a x4 latent (10 x 10 x 16 mm cells)
+    # quantised to 1024 codes loses ~1 mm at the surface, more than the condition's own error
     num_res_layers: int = 1
     num_embeddings: int = 1024
     embedding_dim: int = 8
@@ -39,7 +42,7 @@ class VQVAEConfig(NetworkConfig):
 
     @property
     def downsampling(self) -> int:
-        return 2 ** len(self.channels)
+        return int(np.prod(self.strides))
 
 
 class SDGAutoencoder(nn.Module):
@@ -50,11 +53,12 @@ class SDGAutoencoder(nn.Module):
         from monai.networks.nets import VQVAE
 
         self.config = config
-        n = len(config.channels)
+        down = tuple((s, 2 * s, 1, 1) if s > 1 else (1, 3, 1, 1) for s in config.strides)
+        up = tuple((s, 2 * s, 1, 1, 0) if s > 1 else (1, 3, 1, 1, 0) for s in config.strides[::-1])
         self.vqvae = VQVAE(spatial_dims=3, in_channels=config.n_surfaces, out_channels=config.n_surfaces,
                            channels=config.channels, num_res_layers=config.num_res_layers,
-                           num_res_channels=config.channels, downsample_parameters=((2, 4, 1, 1),) * n,
-                           upsample_parameters=((2, 4, 1, 1, 0),) * n, num_embeddings=config.num_embeddings,
+                           num_res_channels=config.channels, downsample_parameters=down,
+                           upsample_parameters=up, num_embeddings=config.num_embeddings,
                            embedding_dim=config.embedding_dim)
 
     def forward(self, sdg: torch.Tensor):
@@ -124,16 +128,24 @@ class LatentDenoiser(nn.Module):
 
     @torch.no_grad()
     def sample(self, condition_latent: torch.Tensor, steps: int = 10, generator: Optional[torch.Generator] = None,
-               progress: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
+               progress: Optional[Callable[[int, int], None]] = None, strength: float = 1.0) -> torch.Tensor:
         """DDIM sampling of the target latent given an (unscaled) condition latent; the same
-        generator state gives the same sample."""
+        generator state gives the same sample. ``strength`` 1 starts from pure noise (the paper);
+        below 1 it starts from the condition latent noised to that fraction of the schedule and
+        runs only the remaining steps (SDEdit), which keeps more of the condition."""
         scale = self.config.latent_scale
         cond = condition_latent / scale
         scheduler = ddim_scheduler(self.config, steps)
-        x = torch.randn(cond.shape, generator=generator, device="cpu").to(cond.device)
-        for n, t in enumerate(scheduler.timesteps):
+        noise = torch.randn(cond.shape, generator=generator, device="cpu").to(cond.device)
+        timesteps = scheduler.timesteps
+        if strength < 1.0:
+            timesteps = timesteps[len(timesteps) - max(1, int(round(len(timesteps) * strength))):]
+            x = scheduler.add_noise(cond, noise, timesteps[:1].to(cond.device))
+        else:
+            x = noise
+        for n, t in enumerate(timesteps):
             ts = torch.full((cond.shape[0],), int(t), device=cond.device, dtype=torch.long)
             x, _ = scheduler.step(self(x, ts, cond), t, x, eta=0.0)  # deterministic DDIM
             if progress is not None:
-                progress(n + 1, len(scheduler.timesteps))
+                progress(n + 1, len(timesteps))
         return x * scale

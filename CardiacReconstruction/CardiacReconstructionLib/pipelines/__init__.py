@@ -14,3 +14,10 @@ except Exception as _exc:  # pragma: no cover - reported, not raised
     import warnings
 
     warnings.warn(f"The dsl_asv pipeline could not be loaded: {_exc}")
+
+try:  # Mask2Surface (needs MONAI)
+    from . import mask2surface  # noqa: F401,E402  (registers 'mask2surface')
+except Exception as _exc:  # pragma: no cover - reported, not raised
+    import warnings
+
+    warnings.warn(f"The mask2surface pipeline could not be loaded: {_exc}")

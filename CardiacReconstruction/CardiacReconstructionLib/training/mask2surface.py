@@ -40,6 +40,7 @@ from .dsl_asv import (HeartPool, _checkpoint_path, _cohort_paths, _onehot_t, _pl
                       crop_to_heart, dsl_loss, random_motion)
 
 N_CLASSES = 4  # background, LV, MYO, RV
+NEAR_SURFACE_MM = 3.0  # the VQ-VAE's L1 weighs errors within a few mm of a surface up to 4x
 
 
 @dataclass
@@ -272,8 +273,10 @@ def _load_pairs(path, clip_mm: float):
 
 
 def train_vqvae(cfg: SDGTrainConfig, output: Path, resume: bool = False, log=print) -> Path:
-    """VQ-VAE on the ground-truth SDGs: L1 + MONAI's quantisation (codebook/commitment) loss.
-    Random in-plane translations of a few voxels augment the fixed pairs."""
+    """VQ-VAE on the SDGs of the pairs, ground truths and conditions alike (its encoder encodes
+    both at inference): L1, weighted up to 4x near the surfaces (the zero level set is what
+    matters), + MONAI's quantisation (codebook/commitment) loss. Random in-plane
+    translations of a few voxels augment the fixed pairs."""
     import torch
 
     from ..networks.latent_diffusion import SDGAutoencoder, VQVAEConfig
@@ -281,7 +284,7 @@ def train_vqvae(cfg: SDGTrainConfig, output: Path, resume: bool = False, log=pri
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     model = SDGAutoencoder(VQVAEConfig())
-    _, truth = _load_pairs(cfg.pairs, model.config.clip_mm)
+    truth = torch.cat(_load_pairs(cfg.pairs, model.config.clip_mm))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ckpt = _checkpoint_path(output)
     step, already, history = _resume(model, opt, ckpt, resume, "vqvae", log)
@@ -292,7 +295,8 @@ def train_vqvae(cfg: SDGTrainConfig, output: Path, resume: bool = False, log=pri
         x = torch.stack([torch.roll(truth[i], tuple(torch.randint(-3, 4, (2,), generator=gen).tolist()), dims=(2, 3))
                          for i in idx])
         recon, q_loss = model(x)
-        return (recon - x).abs().mean() + q_loss.mean()
+        weight = 1.0 + 3.0 * torch.exp(-x.abs() * (model.config.clip_mm / NEAR_SURFACE_MM))
+        return (weight * (recon - x).abs()).mean() + q_loss.mean()
 
     return _train_loop("vqvae", model, opt, cfg, _NoPool(), 1, sample_loss, output, ckpt, step, already, history,
                        log)
@@ -313,7 +317,8 @@ def encode_pairs(vqvae_weights, pairs, batch: int = 8):
 
 def train_ldm(cfg: SDGTrainConfig, vqvae_weights, output: Path, resume: bool = False, log=print) -> Path:
     """The latent denoiser: DDPM training (random step, noise the target latent, predict it back
-    from the noisy latent and the condition latent; MSE)."""
+    from the noisy latent and the condition latent; MSE). Pairs are shifted together in-plane by
+    up to one latent voxel (augmentation)."""
     import torch
 
     from ..networks.latent_diffusion import LatentDenoiser, LDMConfig, ddpm_scheduler
@@ -333,7 +338,8 @@ def train_ldm(cfg: SDGTrainConfig, vqvae_weights, output: Path, resume: bool = F
 
     def sample_loss():
         idx = torch.randint(len(truth), (cfg.batch,), generator=gen)
-        x0, c = truth[idx], cond[idx]
+        roll = tuple(torch.randint(-1, 2, (2,), generator=gen).tolist())  # one latent voxel = 4 SDG voxels
+        x0, c = torch.roll(truth[idx], roll, dims=(3, 4)), torch.roll(cond[idx], roll, dims=(3, 4))
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, n_t, (cfg.batch,), generator=gen)
         pred = model(scheduler.add_noise(x0, noise, t), t, c)
@@ -365,12 +371,12 @@ _CARD_TEXT = {
              "canonical 64 x 64 x 2.5 mm grid.",
              "cardiac-recon train mask2surface mcsr --output mcsr.pt --minutes {minutes:g}"),
     "vqvae": ("Mask2Surface VQ-VAE over signed distance grids",
-              "MONAI VQVAE (codebook 1024, latent dimension 8, downsampling x4) over 4-channel SDGs (LV "
+              "MONAI VQVAE (codebook 1024, latent dimension 8, downsampling x2) over 4-channel SDGs (LV "
               "myocardium, LV endocardium, LV epicardium, RV endocardium; mm / 20, clipped) on a 32 x 64 x 64 "
               "grid of 2.5 x 2.5 x 4 mm. Its encoder also encodes the condition (the C-SDG of MCSR-Net's output).",
               "cardiac-recon train mask2surface vqvae --pairs pairs.npz --output m2s_vqvae.pt --minutes {minutes:g}"),
     "ldm": ("Mask2Surface latent denoiser",
-            "MONAI DiffusionModelUNet on [noisy latent, condition latent] (8 + 8 channels at 8 x 16 x 16); DDPM "
+            "MONAI DiffusionModelUNet on [noisy latent, condition latent] (8 + 8 channels at 16 x 32 x 32); DDPM "
             "training with 1000 steps and linear betas 0.0015-0.0195, clean-latent (x0) prediction; DDIM "
             "sampling with 10 steps at inference.",
             "cardiac-recon train mask2surface ldm --pairs pairs.npz --vqvae m2s_vqvae.pt --output m2s_ldm.pt "
