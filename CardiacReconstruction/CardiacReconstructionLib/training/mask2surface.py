@@ -384,6 +384,12 @@ _CARD_TEXT = {
 }
 
 
+def _samples(kind: str, meta: Dict, train: Dict) -> int:
+    """Training samples seen: MCSR counts its accumulated samples; the SDG networks draw a batch
+    per step."""
+    return int(meta.get("samples", 0)) if kind == "mcsr" else int(meta.get("steps", 0)) * int(train.get("batch", 1))
+
+
 def model_card(kind: str, weights_path, metrics: Dict[str, float], pairs_note: str = "") -> str:
     """Markdown model card (data and citation, configuration, training, validation, SHA-256)."""
     import torch
@@ -399,14 +405,17 @@ def model_card(kind: str, weights_path, metrics: Dict[str, float], pairs_note: s
              f"* Command: `{command.format(minutes=train.get('minutes', 0))}`",
              f"* Device: {meta.get('device', 'cpu')}, torch {meta.get('torch', '?')}; "
              f"{meta.get('train_minutes', 0):.1f} min, {meta.get('steps', 0)} optimiser steps, "
-             f"{meta.get('samples', 0)} samples (a reduced CPU budget: no GPU was lent to this task).",
+             f"{_samples(kind, meta, train)} samples (a reduced CPU budget: no GPU was lent to this task).",
              f"* Network configuration: `{json.dumps(cfg)}` ({n_params} parameters).",
              f"* Training configuration: `{json.dumps(train)}`."]
     if pairs_note and kind != "mcsr":
         lines.append(f"* {pairs_note}")
     lines += ["", "## Validation (held-out CT hearts subject_15-18, 3 seeds)", "",
               "Measured through the `mask2surface` pipeline by `cardiac-recon train mask2surface validate`; "
-              "Chamfer distance (mm, symmetric, vertex-based) to the ground-truth surfaces from the meshes.", "",
+              "Chamfer distance (mm, symmetric, exact point-to-mesh) to the ground-truth surfaces from the meshes, "
+              "mean over LV myocardium, LV endo-, LV epi- and RV endocardium; plain myocardium Dice of the "
+              "voxelised surfaces; displacement error per slice with the means removed; presets normal and "
+              "mask2surface.", "",
               "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in metrics.items()]
     lines += ["", "## Limits", "",
