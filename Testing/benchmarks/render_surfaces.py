@@ -5,9 +5,12 @@ Regenerate it with:
     cardiac-recon demo --output /tmp/demo_for_picture
     python Testing/benchmarks/render_surfaces.py --demo /tmp/demo_for_picture \
         --output Resources/Screenshots/surfaces.png
+    python Testing/benchmarks/render_surfaces.py --demo /tmp/demo_for_picture \
+        --method mask2surface --output Resources/Screenshots/mask2surface.png
 
-It reads ``<method>_surface_<LV|MYO|RV>.vtp`` from a demo folder, colours each structure like
-its segment (labels.STRUCTURES), shows the myocardium translucent so the LV blood pool inside
+It reads ``<method>_surface_<LV|MYO|RV>.vtp`` (or Mask2Surface's endo-/epicardial surfaces) from a
+demo folder, colours each structure like its segment (labels.STRUCTURES, sdf.SURFACE_STYLES), shows
+the myocardium (epicardium) translucent so the LV blood pool inside
 it stays visible, and looks at the heart side-on: long axis up, LV and RV side by side.
 """
 
@@ -24,11 +27,19 @@ from CardiacReconstructionLib.io import read_volume
 from CardiacReconstructionLib.labels import STRUCTURES
 from CardiacReconstructionLib.surfaces import polydata_points, read_surface
 
-OPACITY = {"MYO": 0.45}  # everything else opaque
+OPACITY = {"MYO": 0.45, "LV_epicardium": 0.45}  # everything else opaque
+#: The surfaces drawn: a label method's structures, or Mask2Surface's own surfaces (the LV
+#: myocardium surface is the epicardium and endocardium together, so it is not drawn again).
+LABEL_KEYS = ("RV", "LV", "MYO")
+MASK2SURFACE_KEYS = ("RV_endocardium", "LV_endocardium", "LV_epicardium")
 
 
-def _structure(key: str):
-    return next(s for s in STRUCTURES.values() if s.key == key)
+def _colour(key: str):
+    from CardiacReconstructionLib.sdf import SURFACE_STYLES
+
+    if key in SURFACE_STYLES:
+        return SURFACE_STYLES[key][1]
+    return next(s for s in STRUCTURES.values() if s.key == key).color
 
 
 def _actor(polydata, key: str) -> vtk.vtkActor:
@@ -38,7 +49,7 @@ def _actor(polydata, key: str) -> vtk.vtkActor:
     actor = vtk.vtkActor()
     actor.SetMapper(mapper)
     prop = actor.GetProperty()
-    prop.SetColor(*_structure(key).color)
+    prop.SetColor(*_colour(key))
     prop.SetOpacity(OPACITY.get(key, 1.0))
     prop.SetInterpolationToGouraud()
     prop.SetSpecular(0.25)
@@ -48,7 +59,8 @@ def _actor(polydata, key: str) -> vtk.vtkActor:
 
 def _side_view(surfaces, long_axis: np.ndarray):
     """Camera direction and view-up: long axis up, looking perpendicular to the LV-RV line."""
-    lv, rv = (polydata_points(surfaces[k]).mean(axis=0) for k in ("LV", "RV"))
+    lv_key, rv_key = ("LV", "RV") if "LV" in surfaces else ("LV_endocardium", "RV_endocardium")
+    lv, rv = (polydata_points(surfaces[k]).mean(axis=0) for k in (lv_key, rv_key))
     up = long_axis / np.linalg.norm(long_axis)
     across = (rv - lv) - np.dot(rv - lv, up) * up
     direction = np.cross(across, up)
@@ -56,14 +68,15 @@ def _side_view(surfaces, long_axis: np.ndarray):
 
 
 def render(demo: Path, output: Path, method: str = "centroid_shape_interp", size=(900, 700)) -> Path:
-    surfaces = {key: read_surface(demo / f"{method}_surface_{key}.vtp") for key in ("LV", "MYO", "RV")}
+    keys = MASK2SURFACE_KEYS if (demo / f"{method}_surface_LV_epicardium.vtp").is_file() else LABEL_KEYS
+    surfaces = {key: read_surface(demo / f"{method}_surface_{key}.vtp") for key in keys}
     labels = read_volume(demo / f"{method}_labels.seg.nrrd")
     direction, up = _side_view(surfaces, -labels.geometry.direction[:, 2])  # k runs base -> apex: apex down
 
     renderer = vtk.vtkRenderer()
     renderer.SetBackground(1.0, 1.0, 1.0)
     renderer.SetUseDepthPeeling(True)  # correct translucency of the myocardium
-    for key in ("RV", "LV", "MYO"):  # opaque first
+    for key in keys:  # opaque first
         renderer.AddActor(_actor(surfaces[key], key))
     window = vtk.vtkRenderWindow()
     window.SetOffScreenRendering(1)
