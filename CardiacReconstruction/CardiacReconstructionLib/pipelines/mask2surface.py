@@ -18,7 +18,7 @@ Pipeline for one biventricular SAX stack (labels 1-3; other labels are ignored):
 4. **Surfaces**: the zero level set of each refined SDG channel (:func:`..sdf.sdg_surface`),
    watertight and manifold: LV myocardium (the paper's surface), LV endocardium, LV epicardium
    and RV endocardium, one model each. The HR labels are the voxelised surfaces on the output
-   grid (RV, then LV blood pool, then myocardium where the respective SDG is negative).
+   grid (:func:`voxelise`: nested, epicardium -> myocardium, endocardium -> LV blood pool).
 
 ``refine`` selects ablations: ``'autoencoder'`` decodes the condition latent without diffusion;
 ``'none'`` is MCSR-Net alone (its labels; surfaces are then made from the labels by the caller,
@@ -176,16 +176,21 @@ def refine_sdg(vqvae, ldm, condition_mm: np.ndarray, refine: str = "diffusion", 
 
 
 def voxelise(sdg_mm: np.ndarray, sdg_geometry: Geometry, output: Geometry) -> np.ndarray:
-    """Labels on ``output`` from the SDGs (SURFACE_KEYS order): RV, then LV blood pool, then
-    myocardium where the SDG is negative (linear interpolation; outside the surface grid is
-    outside every surface)."""
+    """Labels on ``output`` from the SDGs (SURFACE_KEYS order), nested like the anatomy: inside the
+    epicardium is myocardium unless inside the endocardium (LV blood pool), and RV blood pool
+    inside the RV endocardium outside the epicardium. Nesting (rather than voxelising the
+    myocardium channel on its own) leaves no unlabelled seam between surfaces decoded separately.
+    Linear interpolation; outside the surface grid is outside every surface."""
     from ..sdf import SURFACE_KEYS
 
-    labels = np.zeros(output.shape, np.uint8)
-    for key, label in (("RV_endocardium", RV), ("LV_endocardium", LV), ("LV_myocardium", MYO)):
+    def inside(key):
         channel = sdg_mm[SURFACE_KEYS.index(key)].astype(np.float32)
-        inside = resample(Volume(channel, sdg_geometry.ijk_to_ras), output, "linear", default_value=1e3).array < 0
-        labels[inside] = label
+        return resample(Volume(channel, sdg_geometry.ijk_to_ras), output, "linear", default_value=1e3).array < 0
+
+    labels = np.zeros(output.shape, np.uint8)
+    labels[inside("RV_endocardium")] = RV
+    labels[inside("LV_epicardium")] = MYO
+    labels[inside("LV_endocardium")] = LV
     return labels
 
 
