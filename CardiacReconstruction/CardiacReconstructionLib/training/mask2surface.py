@@ -76,21 +76,28 @@ def shifted(geometry, offset_ras: np.ndarray):
     return Geometry(geometry.shape, m)
 
 
+def split_common_shift(displacements_mm, grid, sax, labelled: np.ndarray):
+    """True displacements (input order, mm) -> (translations centred on the ``labelled`` slices,
+    canonical voxels, zero on unlabelled slices; the common shift removed, as RAS mm). The common
+    shift is invisible in the stack, so every target is moved by it."""
+    from ..pipelines.dsl_asv import input_mm_to_canonical
+
+    d = input_mm_to_canonical(displacements_mm, grid, sax)
+    mean = d[labelled].mean(axis=0) if labelled.any() else np.zeros(2)
+    return np.where(labelled[:, None], d - mean, 0.0), grid.geometry.ijk_to_ras[:3, :2] @ mean
+
+
 def mcsr_targets(sax, clean, hr, displacements_mm, inplane_size: int, hr_slice_spacing_mm: float):
     """Canonical input and targets of one degraded stack: (input labels [K, J, I], centred
     translations [K, 2] canonical voxels, corrected-LR target [K, J, I], HR slice positions z (LR
     units), HR target [Z, J, I], the canonical grid)."""
     from ..geometry import resample
     from ..methods import output_geometry
-    from ..pipelines.dsl_asv import CanonicalGrid, canonical_geometry, input_mm_to_canonical, to_canonical_labels
+    from ..pipelines.dsl_asv import CanonicalGrid, canonical_geometry, to_canonical_labels
 
     grid = canonical_geometry(sax, inplane_size)
     x = to_canonical_labels(sax, grid)
-    d = input_mm_to_canonical(displacements_mm, grid, sax)
-    labelled = x.any(axis=(1, 2))
-    mean = d[labelled].mean(axis=0) if labelled.any() else np.zeros(2)
-    centred = np.where(labelled[:, None], d - mean, 0.0)
-    offset = grid.geometry.ijk_to_ras[:3, :2] @ mean  # the invisible common shift, RAS mm
+    centred, offset = split_common_shift(displacements_mm, grid, sax, x.any(axis=(1, 2)))
     lr_target = to_canonical_labels(clean, CanonicalGrid(shifted(grid.geometry, offset), grid.reversed))
     hr_geometry = output_geometry(grid.geometry, slice_spacing=hr_slice_spacing_mm)
     z = grid.geometry.ras_to_index(hr_geometry.slice_centres())[:, 2]
@@ -185,7 +192,6 @@ def surface_pair(path, seed: int, mcsr, vq_config, device: str = "cpu") -> Tuple
     (affine augmentation drawn from ``seed``) and one degradation (see the module docstring)."""
     from ..cohort import AugmentationRanges, draw_augmentation, load_subject
     from ..degrade import degrade
-    from ..pipelines.dsl_asv import input_mm_to_canonical
     from ..pipelines.mask2surface import run_mcsr, surface_grid
     from ..sdf import label_sdgs
     from ..surface_truth import truth_sdgs
@@ -201,10 +207,8 @@ def surface_pair(path, seed: int, mcsr, vq_config, device: str = "cpu") -> Tuple
     labels = out.hr_labels()
     sgrid = surface_grid(labels, vq_config.grid_shape, vq_config.spacing_mm)
     condition = label_sdgs(labels, sgrid, vq_config.clip_mm)
-    d = input_mm_to_canonical(deg.displacements[kept], out.grid, sax)
     labelled = out.grid.to_canonical_order(sax.array.any(axis=(1, 2)))
-    mean = d[labelled].mean(axis=0) if labelled.any() else np.zeros(2)
-    offset = out.grid.geometry.ijk_to_ras[:3, :2] @ mean
+    _, offset = split_common_shift(deg.displacements[kept], out.grid, sax, labelled)
     truth = truth_sdgs(path, shifted(sgrid, offset), augmentation=aug, clip_mm=vq_config.clip_mm)
     return condition.astype(np.float32), truth.astype(np.float32)
 
