@@ -37,7 +37,7 @@ from vtkmodules.vtkFiltersCore import vtkFlyingEdges3D, vtkImplicitPolyDataDista
 from .errors import InputError
 from .geometry import Geometry, Volume
 from .labels import LV, MYO, RV
-from .surfaces import _image_in_mm, _outward_normals, _padded_crop, _run, _smooth, _transform
+from .surfaces import _padded_crop, contour_surface
 
 #: Clip of every SDG (mm): values lie in [-SDG_CLIP_MM, +SDG_CLIP_MM].
 SDG_CLIP_MM = 20.0
@@ -323,17 +323,7 @@ def sdg_surface(sdg: np.ndarray, geometry: Geometry, level: float = 0.0, smoothi
     if not inside.any():
         return vtkPolyData()
     crop, first_ijk = _closed_field_crop(sdg, inside, float(level))
-    spacing = geometry.spacing
-    contour = vtkFlyingEdges3D()
-    contour.SetValue(0, float(level))
-    contour.ComputeNormalsOff()
-    contour.ComputeGradientsOff()
-    contour.ComputeScalarsOff()
-    surface = _run(contour, _image_in_mm(crop, first_ijk, spacing))
-    if int(smoothing_iterations) > 0:
-        surface = _smooth(surface, smoothing_iterations, pass_band)
-    mm_to_ras = geometry.ijk_to_ras @ np.diag(np.append(1.0 / spacing, 1.0))
-    return _outward_normals(_transform(surface, mm_to_ras))
+    return contour_surface(vtkFlyingEdges3D(), level, crop, first_ijk, geometry, smoothing_iterations, pass_band)
 
 
 def fine_grid(reference: Geometry, spacing_mm: float = 1.0) -> Geometry:

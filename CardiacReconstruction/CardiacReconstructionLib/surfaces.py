@@ -163,10 +163,18 @@ def mask_surface(mask: np.ndarray, ijk_to_ras, smoothing_iterations: int = 20, p
     if not mask.any():
         return vtkPolyData()
 
-    spacing = geometry.spacing
     crop, first_ijk = _padded_crop(mask.astype(bool))
-    contour = vtkDiscreteFlyingEdges3D()
-    contour.SetValue(0, 1)
+    return contour_surface(vtkDiscreteFlyingEdges3D(), 1, crop, first_ijk, geometry, smoothing_iterations,
+                           pass_band, decimate)
+
+
+def contour_surface(contour, level: float, crop: np.ndarray, first_ijk: np.ndarray, geometry: Geometry,
+                    smoothing_iterations: int, pass_band: float, decimate: Optional[float] = None) -> vtkPolyData:
+    """The one meshing path of label masks and signed distance fields: ``contour`` (a flying-edges
+    filter) at ``level`` on a padded crop (first voxel at index ``first_ijk`` of ``geometry``) in
+    millimetres, windowed-sinc smoothing, optional decimation, then RAS with outward normals."""
+    spacing = geometry.spacing
+    contour.SetValue(0, float(level))
     contour.ComputeNormalsOff()
     contour.ComputeGradientsOff()
     contour.ComputeScalarsOff()
