@@ -675,6 +675,17 @@ def _plain(d):
 # Command line
 # ---------------------------------------------------------------------------------------------
 
+def add_budget_arguments(p: argparse.ArgumentParser, minutes_default: str, resume_help: str) -> None:
+    """The options every time-budgeted, resumable trainer (:func:`_train_loop`) shares."""
+    p.add_argument("--minutes", type=float, help=f"training time budget ({minutes_default})")
+    p.add_argument("--max-steps", type=int, default=100000, help="stop after this many optimiser steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
+    p.add_argument("--data", help="shared data folder holding wholeheart_ct/ (default: $CARDIAC_RECON_DATA)")
+    p.add_argument("--subjects", help="comma-separated CT subjects (default: the training split)")
+    p.add_argument("--resume", action="store_true", help=resume_help)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("stage", choices=("dsl", "asv", "finetune", "validate", "install"),
                    help="dsl: CT pre-training of the motion-correction autoencoder; asv: the super-resolution "
@@ -683,13 +694,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "validate, then register both files with model cards in the weights folder")
     p.add_argument("--output", help="weights file to write (.pt); its checkpoint is <output>.ckpt")
     p.add_argument("--asv-weights", help="validate: the ASV weights (default: the shipped asv.pt)")
-    p.add_argument("--minutes", type=float, help="training time budget (default: 20 dsl, 12 asv, 5 finetune)")
-    p.add_argument("--max-steps", type=int, default=100000, help="stop after this many optimiser steps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
-    p.add_argument("--data", help="shared data folder holding wholeheart_ct/ (default: $CARDIAC_RECON_DATA)")
-    p.add_argument("--subjects", help="comma-separated CT subjects (default: the training split)")
-    p.add_argument("--resume", action="store_true", help="continue from <output>.ckpt")
+    add_budget_arguments(p, "default: 20 dsl, 12 asv, 5 finetune", "continue from <output>.ckpt")
     p.add_argument("--small", action="store_true", help="tiny pools and grid (smoke tests)")
     p.add_argument("--weights", help="finetune: the DSL weights to start from (default: the shipped dsl.pt)")
     p.add_argument("--corrected", help="finetune: folder of corrected SAX label stacks")

@@ -36,8 +36,8 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from ..errors import InputError
-from .dsl_asv import (HeartPool, _checkpoint_path, _cohort_paths, _onehot_t, _plain, _resume, _train_loop,
-                      crop_to_heart, dsl_loss, random_motion)
+from .dsl_asv import (HeartPool, _checkpoint_path, _cohort_paths, _onehot_t, _resume, _train_loop,
+                      add_budget_arguments, crop_to_heart, dsl_loss, random_motion)
 
 N_CLASSES = 4  # background, LV, MYO, RV
 NEAR_SURFACE_MM = 3.0  # the VQ-VAE's L1 weighs errors within a few mm of a surface up to 4x
@@ -469,13 +469,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "held-out CT hearts (shipped weights, or --mcsr/--vqvae/--ldm); install: validate, then "
                         "register the three files with model cards")
     p.add_argument("--output", help="file to write (.pt weights or .npz pairs); checkpoint <output>.ckpt")
-    p.add_argument("--minutes", type=float, help="training time budget (default: 20 mcsr, 10 vqvae, 10 ldm)")
-    p.add_argument("--max-steps", type=int, default=100000, help="stop after this many optimiser steps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
-    p.add_argument("--data", help="shared data folder holding wholeheart_ct/ (default: $CARDIAC_RECON_DATA)")
-    p.add_argument("--subjects", help="comma-separated CT subjects (default: the training split)")
-    p.add_argument("--resume", action="store_true", help="continue from <output>.ckpt (pairs: <output>.part.npz)")
+    add_budget_arguments(p, "default: 20 mcsr, 10 vqvae, 10 ldm", "continue from <output>.ckpt (pairs: <output>.part.npz)")
     p.add_argument("--per-subject", type=int, default=10, help="pairs: augmented samples per subject")
     p.add_argument("--pairs", help="vqvae/ldm: the SDG pairs file made by the 'pairs' stage")
     p.add_argument("--mcsr", help="pairs/validate/install: MCSR-Net weights")
