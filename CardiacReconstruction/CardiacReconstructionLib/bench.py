@@ -22,7 +22,7 @@ from . import methods as method_registry
 from .case import Case
 from .degrade import make_case
 from .errors import InputError
-from .geometry import Volume
+from .geometry import Geometry, Volume
 from .metrics import evaluate
 
 REFERENCE_METHOD = "nearest"
@@ -113,8 +113,6 @@ def heart_box_geometry(truth: Volume, margin_mm: float = 10.0):
     hi = np.minimum(idx.max(0) + margin + 1, truth.shape)
     m = truth.ijk_to_ras.copy()
     m[:3, 3] = truth.geometry.index_to_ras(lo[::-1].astype(float))
-    from .geometry import Geometry
-
     return Geometry(tuple(int(v) for v in hi - lo), m)
 
 

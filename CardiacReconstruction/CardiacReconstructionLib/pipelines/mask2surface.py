@@ -122,7 +122,6 @@ def run_mcsr(model, sax: Volume, device: str = "cpu", passes: int = 1) -> MCSROu
     import torch
 
     from ..methods import output_geometry
-    from ..networks.mcsr import centre_shifts, labelled_slices, warp_slices
 
     cfg = model.config
     grid = canonical_geometry(sax, cfg.inplane_size, cfg.inplane_spacing_mm)
@@ -133,7 +132,7 @@ def run_mcsr(model, sax: Volume, device: str = "cpu", passes: int = 1) -> MCSROu
         x = torch.from_numpy(x_np)[None].to(device)
         shifts, corrected = model.correct(x)
         for _ in range(int(passes) - 1):
-            shifts, corrected = model.correct(x, shifts + centre_shifts(model.mc(corrected), labelled_slices(x)))
+            shifts, corrected = model.correct(x, shifts + model.mc(corrected))  # correct() re-centres
         logits = model.sr(corrected, torch.from_numpy(z.astype(np.float32)).to(device))
         prob = torch.softmax(logits, dim=1)[0].cpu().numpy()
     return MCSROutput(grid, shifts[0].cpu().numpy().astype(float), prob, hr_geometry)
