@@ -43,7 +43,8 @@ def result(case):
 def test_registered_with_its_options():
     m = methods.get("mask2surface")
     assert m.kind == "learned" and m.estimates_displacements
-    assert {o.name for o in m.options} == {"refine", "ddim_steps", "strength", "mc_passes", "smoothing_iterations"}
+    assert {o.name for o in m.options} == {"refine", "ddim_steps", "strength", "samples", "mc_passes",
+                                         "smoothing_iterations"}
     assert dict((o.name, o.default) for o in m.options)["ddim_steps"] == 10
 
 
@@ -139,3 +140,21 @@ def test_surface_grid_is_centred_on_the_labelled_slices():
     assert isinstance(g, Geometry) and g.shape == (8, 16, 16)
     centre = g.index_to_ras([7.5, 7.5, 3.5])
     np.testing.assert_allclose(centre, [19.0, 19.0, 29.0])  # labelled k 10..19 -> middle 14.5 * 2 mm
+
+
+@needs_weights
+def test_residual_decoding_keeps_the_condition_where_diffusion_changes_nothing():
+    """The refined SDG is the C-SDG plus decoder(refined) - decoder(condition): with a denoiser
+    that returns the condition (untrained, condition residual) the C-SDG comes back unchanged,
+    clipped, not its (lossy) VQ-VAE reconstruction."""
+    from CardiacReconstructionLib.networks.latent_diffusion import LatentDenoiser, LDMConfig
+
+    _, vqvae, _ = pipe.load_models("cpu", need=("vqvae",))
+    k, j, i = np.meshgrid(np.arange(16) * 4.0, np.arange(32) * 2.5, np.arange(32) * 2.5, indexing="ij")
+    radius = np.sqrt((k - 30) ** 2 + (j - 40) ** 2 + (i - 40) ** 2)
+    condition = np.stack([radius - r for r in (25.0, 15.0, 30.0, 20.0)]).astype(np.float32)
+    ldm = LatentDenoiser(LDMConfig(channels=(16, 16, 16), norm_num_groups=8, num_head_channels=8)).eval()
+    refined = pipe.refine_sdg(vqvae, ldm, condition, "diffusion", steps=3)
+    np.testing.assert_allclose(refined, np.clip(condition, -20, 20), atol=1e-4)
+    decoded = pipe.refine_sdg(vqvae, ldm, condition, "autoencoder")
+    assert np.abs(decoded - np.clip(condition, -20, 20)).max() > 0.1  # the ablation shows the decoder's loss

@@ -112,3 +112,17 @@ def test_ddim_uses_the_paper_schedule_and_sampling_is_seeded():
     b = model.sample(cond, 3, torch.Generator().manual_seed(7))
     c = model.sample(cond, 3, torch.Generator().manual_seed(8))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_condition_residual_denoiser_starts_from_the_condition():
+    """x0 = condition + UNet output, and MONAI zero-initialises the output layer: before training,
+    DDIM returns the condition latent itself from any noise (training learns only the change)."""
+    cfg = LDMConfig(channels=(16, 16, 16), norm_num_groups=8, num_head_channels=8, latent_scale=0.5)
+    model = LatentDenoiser(cfg).eval()
+    cond = torch.randn(1, 8, 4, 4, 4)
+    for seed in (0, 1):
+        out = model.sample(cond, 4, torch.Generator().manual_seed(seed))
+        assert torch.allclose(out, cond, atol=1e-5)
+    plain = LatentDenoiser(LDMConfig(channels=(16, 16, 16), norm_num_groups=8, num_head_channels=8,
+                                     condition_residual=False)).eval()
+    assert not torch.allclose(plain.sample(cond, 4, torch.Generator().manual_seed(0)), cond, atol=1e-2)

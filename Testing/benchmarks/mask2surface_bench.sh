@@ -4,14 +4,15 @@
 # truth's signed distance), presets normal and mask2surface, 3 seeds; every classical baseline (meshed
 # by marching cubes at 0.5 on its labels, no smoothing, as the paper meshes its baselines),
 # MCSR-Net alone (the paper's ablation: mask2surface[refine=none]), the VQ-VAE without diffusion
-# (mask2surface[refine=autoencoder]) and Mask2Surface with 10 DDIM steps.
+# (mask2surface[refine=autoencoder]), Mask2Surface with one DDIM sample as the paper
+# (mask2surface[samples=1]) and Mask2Surface as shipped (10 DDIM steps, 8 samples averaged).
 # Usage: Testing/benchmarks/mask2surface_bench.sh [OUTPUT_FOLDER]
 # Time on 2 busy CPU cores: about 15 minutes per source (both sources run in parallel).
 set -euo pipefail
 out=${1:-cardiac-recon-bench-mask2surface}
 data=${CARDIAC_RECON_DATA:-$(cd "$(dirname "$0")/../../.." && pwd)/shared/data}
 export CARDIAC_RECON_DATA=$data
-methods="nearest,linear,shape_interp,centroid_shape_interp,mask2surface[refine=none],mask2surface[refine=autoencoder],mask2surface"
+methods="nearest,linear,shape_interp,centroid_shape_interp,mask2surface[refine=none],mask2surface[refine=autoencoder],mask2surface[samples=1],mask2surface"
 
 cardiac-recon bench --surfaces --source "$data/wholeheart_ct" --cases 4 --presets normal,mask2surface \
     --seeds 0,1,2 --methods "$methods" --output "$out/ct" &

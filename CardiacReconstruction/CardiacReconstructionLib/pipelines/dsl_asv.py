@@ -39,7 +39,6 @@ change. Weights: ``dsl.pt`` and ``asv.pt`` (see their model cards in Resources/W
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
@@ -48,6 +47,7 @@ import numpy as np
 from ..errors import InputError
 from ..geometry import Geometry, Volume, resample
 from ..labels import LV, MYO, RV, WHOLE_HEART, mode_of, present_labels
+from ..network_cache import NetworkCache
 from ..stack import base_is_first
 
 N_CLASSES = 8  # background + 7 canonical labels
@@ -221,49 +221,19 @@ def onehot(labels: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 DSL_WEIGHTS, ASV_WEIGHTS = "dsl", "asv"  # names in Resources/Weights/manifest.json
-_MODELS: Dict[Tuple[str, str], object] = {}
+NETWORKS = NetworkCache({"dsl": DSL_WEIGHTS, "asv": ASV_WEIGHTS})
 
 
-def _weights_object(name: str):
-    """The loaded weights file ``name``, checksum-verified by :mod:`..weights`."""
-    from .. import weights
-
-    return weights.load_state_dict(name, map_location="cpu")
-
-
-_OVERRIDE: Dict[str, object] = {}
-
-
-@contextmanager
 def using_weights(dsl_weights=None, asv_weights=None):
     """Within the block, ``dsl_asv`` runs with these weights files instead of the shipped ones
     (validation of freshly trained or fine-tuned networks)."""
-    previous = dict(_OVERRIDE)
-    _OVERRIDE.update({k: v for k, v in (("dsl", dsl_weights), ("asv", asv_weights)) if v is not None})
-    try:
-        yield
-    finally:
-        _OVERRIDE.clear()
-        _OVERRIDE.update(previous)
+    return NETWORKS.using(dsl=dsl_weights, asv=asv_weights)
 
 
-def load_models(device: str = "cpu", dsl_weights=None, asv_weights=None):
-    """(DSLNet, ASVNet) in eval mode on ``device``; the shipped weights unless paths are given
-    (or set by :func:`using_weights`). Cached per device and weights source."""
-    from ..training.dsl_asv import load_network
-
-    dsl_weights = dsl_weights if dsl_weights is not None else _OVERRIDE.get("dsl")
-    asv_weights = asv_weights if asv_weights is not None else _OVERRIDE.get("asv")
-    key = (str(device), f"{dsl_weights}|{asv_weights}")
-    if key not in _MODELS:
-        dsl = load_network(dsl_weights if dsl_weights is not None else _weights_object(DSL_WEIGHTS), "dsl")
-        asv = load_network(asv_weights if asv_weights is not None else _weights_object(ASV_WEIGHTS), "asv")
-        _MODELS[key] = (dsl.to(device), asv.to(device))
-    return _MODELS[key]
-
-
-def clear_model_cache() -> None:
-    _MODELS.clear()
+def load_models(device: str = "cpu"):
+    """(DSLNet, ASVNet) in eval mode on ``device``: the shipped weights unless :func:`using_weights`
+    names others; cached per device and weights source."""
+    return NETWORKS.get("dsl", device), NETWORKS.get("asv", device)
 
 
 # ---------------------------------------------------------------------------------------------

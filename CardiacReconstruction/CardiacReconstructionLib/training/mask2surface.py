@@ -381,8 +381,9 @@ _CARD_TEXT = {
               "cardiac-recon train mask2surface vqvae --pairs pairs.npz --output m2s_vqvae.pt --minutes {minutes:g}"),
     "ldm": ("Mask2Surface latent denoiser",
             "MONAI DiffusionModelUNet on [noisy latent, condition latent] (8 + 8 channels at 16 x 32 x 32); DDPM "
-            "training with 1000 steps and linear betas 0.0015-0.0195, clean-latent (x0) prediction; DDIM "
-            "sampling with 10 steps at inference.",
+            "training with 1000 steps and linear betas 0.0015-0.0195, clean-latent (x0) prediction as the "
+            "condition latent plus the UNet's output (condition residual); DDIM sampling with 10 steps at "
+            "inference; the pipeline adds the decoded change to the C-SDG (residual decoding).",
             "cardiac-recon train mask2surface ldm --pairs pairs.npz --vqvae m2s_vqvae.pt --output m2s_ldm.pt "
             "--minutes {minutes:g}"),
 }
