@@ -164,7 +164,10 @@ def refine_sdg(vqvae, ldm, condition_mm: np.ndarray, refine: str = "diffusion", 
         generator = torch.Generator().manual_seed(int(seed))
         batch = latent.repeat(int(samples), *([1] * (latent.ndim - 1)))
         refined = ldm.sample(batch, int(steps), generator, progress, float(strength))
-        return condition + (vqvae.decode(refined).cpu().numpy().mean(axis=0) * clip - decoded)
+        # one sample at a time: quantising a batch compares every latent vector of every sample with
+        # the whole codebook at once (~2 GiB for eight samples)
+        mean = np.mean([vqvae.decode(r[None])[0].cpu().numpy() for r in refined], axis=0)
+        return condition + (mean * clip - decoded)
 
 
 def voxelise(sdg_mm: np.ndarray, sdg_geometry: Geometry, output: Geometry) -> np.ndarray:
