@@ -17,11 +17,11 @@ Pipeline for one biventricular SAX stack (labels 1-3; other labels are ignored):
    the refined latent, eight samples in one batch whose decoded results are averaged
    (:data:`DEFAULT_SAMPLES`; ``samples=1`` is the paper's single sample). Residual decoding (not
    in the paper): the refined SDG is the C-SDG plus decoder(refined latent) - decoder(condition
-   latent). The paper decodes the refined latent
-   alone, which caps the result at the VQ-VAE's reconstruction error (here ~1 mm at the surface,
-   more than the C-SDG's own error); the difference of two decodings cancels most of that error
-   (measured on training hearts with the true latent as an oracle: Chamfer 0.59 mm residual vs
-   0.83 mm plain decoding vs 0.87 mm for the C-SDG).
+   latent). The paper decodes the refined latent alone, which caps the result at the VQ-VAE's
+   reconstruction error (here ~1 mm at the surface, more than the C-SDG's own error); the
+   difference of two decodings cancels most of that error (measured on training hearts with the
+   true latent as an oracle: Chamfer 0.59 mm residual vs 0.83 mm plain decoding vs 0.87 mm for
+   the C-SDG).
 4. **Surfaces**: the zero level set of each refined SDG channel (:func:`..sdf.sdg_surface`),
    watertight and manifold: LV myocardium (the paper's surface), LV endocardium, LV epicardium
    and RV endocardium, one model each. The HR labels are the voxelised surfaces on the output

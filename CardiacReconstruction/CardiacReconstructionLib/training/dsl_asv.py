@@ -44,19 +44,27 @@ from ..errors import InputError
 
 
 @dataclass
-class DSLTrainConfig:
+class BudgetConfig:
+    """What every time-budgeted, resumable trainer (:func:`_train_loop`) is given; each trainer's
+    config extends it (overriding a default where its network needs another). The command-line
+    twin is :func:`add_budget_arguments` / :func:`budget_from_arguments`."""
     seed: int = 0
-    minutes: float = 20.0
+    minutes: float = 10.0
     max_steps: int = 100000
     lr: float = 1e-3
+    checkpoint_minutes: float = 3.0
+    threads: int = 1
+
+
+@dataclass
+class DSLTrainConfig(BudgetConfig):
+    minutes: float = 20.0
     accumulate: int = 4  # samples per optimiser step (stacks differ in slice count)
     pool_biventricular: int = 30  # augmented hearts kept in memory
     pool_wholeheart: int = 15
     refresh_every: int = 8  # steps between replacing one pool heart by a new augmentation
     hr_inplane_mm: Tuple[float, float] = (1.25, 2.0)
     slice_spacing_mm: Tuple[float, float] = (7.0, 11.5)
-    checkpoint_minutes: float = 3.0
-    threads: int = 1
     inplane_size: int = 64
     channels: Tuple[int, int, int] = (16, 32, 64)
     data_root: Optional[str] = None
@@ -64,11 +72,8 @@ class DSLTrainConfig:
 
 
 @dataclass
-class ASVTrainConfig:
-    seed: int = 0
+class ASVTrainConfig(BudgetConfig):
     minutes: float = 12.0
-    max_steps: int = 100000
-    lr: float = 1e-3
     batch: int = 2
     crop: int = 32
     pool_biventricular: int = 20
@@ -77,8 +82,6 @@ class ASVTrainConfig:
     slice_spacing_mm: Tuple[float, float] = (6.0, 12.0)
     factor: Tuple[float, float] = (1.5, 6.0)
     residual_shift_mm: float = 1.0  # mean residual misalignment of the LR input
-    checkpoint_minutes: float = 3.0
-    threads: int = 1
     dice_weight: float = 1.0
     data_root: Optional[str] = None
     subjects: Optional[Tuple[str, ...]] = None
@@ -675,6 +678,15 @@ def _plain(d):
 # Command line
 # ---------------------------------------------------------------------------------------------
 
+def budget_from_arguments(args) -> Dict[str, object]:
+    """:class:`BudgetConfig` fields from :func:`add_budget_arguments`' options (no ``--minutes``:
+    the trainer config's own default)."""
+    out = dict(seed=args.seed, max_steps=args.max_steps, threads=args.threads)
+    if args.minutes:
+        out["minutes"] = args.minutes
+    return out
+
+
 def add_budget_arguments(p: argparse.ArgumentParser, minutes_default: str, resume_help: str) -> None:
     """The options every time-budgeted, resumable trainer (:func:`_train_loop`) shares."""
     p.add_argument("--minutes", type=float, help=f"training time budget ({minutes_default})")
@@ -717,15 +729,13 @@ def main(args) -> int:
         raise InputError(f"train dsl_asv {args.stage} needs --output FILE.pt.")
     output = Path(args.output)
     if args.stage == "dsl":
-        cfg = DSLTrainConfig(seed=args.seed, minutes=args.minutes or 20.0, max_steps=args.max_steps,
-                             threads=args.threads, data_root=args.data, subjects=subjects)
+        cfg = DSLTrainConfig(**budget_from_arguments(args), data_root=args.data, subjects=subjects)
         if args.small:
             cfg = DSLTrainConfig(**{**asdict(cfg), "pool_biventricular": 1, "pool_wholeheart": 1, "accumulate": 1,
                                     "inplane_size": 32, "channels": (8, 8, 16), "hr_inplane_mm": (2.5, 2.5)})
         train_dsl(cfg, output, args.resume)
     elif args.stage == "asv":
-        cfg = ASVTrainConfig(seed=args.seed, minutes=args.minutes or 12.0, max_steps=args.max_steps,
-                             threads=args.threads, data_root=args.data, subjects=subjects)
+        cfg = ASVTrainConfig(**budget_from_arguments(args), data_root=args.data, subjects=subjects)
         if args.small:
             cfg = ASVTrainConfig(**{**asdict(cfg), "pool_biventricular": 1, "pool_wholeheart": 1, "batch": 1,
                                     "crop": 16})

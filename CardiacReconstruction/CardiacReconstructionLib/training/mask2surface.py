@@ -36,27 +36,22 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from ..errors import InputError
-from .dsl_asv import (HeartPool, _checkpoint_path, _cohort_paths, _onehot_t, _resume, _train_loop,
-                      add_budget_arguments, crop_to_heart, dsl_loss, random_motion)
+from .dsl_asv import (BudgetConfig, HeartPool, _checkpoint_path, _cohort_paths, _onehot_t, _resume, _train_loop,
+                      add_budget_arguments, budget_from_arguments, crop_to_heart, dsl_loss, random_motion)
 
 N_CLASSES = 4  # background, LV, MYO, RV
 NEAR_SURFACE_MM = 3.0  # the VQ-VAE's L1 weighs errors within a few mm of a surface up to 4x
 
 
 @dataclass
-class MCSRTrainConfig:
-    seed: int = 0
+class MCSRTrainConfig(BudgetConfig):
     minutes: float = 20.0
-    max_steps: int = 100000
-    lr: float = 1e-3
     accumulate: int = 2
     crop: int = 40  # in-plane SR crop (voxels) around the heart; MC always sees the whole plane
     pool_biventricular: int = 24
     refresh_every: int = 6
     hr_inplane_mm: Tuple[float, float] = (1.25, 2.0)
     slice_spacing_mm: Tuple[float, float] = (7.0, 11.5)
-    checkpoint_minutes: float = 3.0
-    threads: int = 1
     inplane_size: int = 64
     data_root: Optional[str] = None
     subjects: Optional[Tuple[str, ...]] = None
@@ -251,15 +246,10 @@ def make_pairs(output, mcsr_weights, n_per_subject: int = 10, subjects=None, dat
 # ---------------------------------------------------------------------------------------------
 
 @dataclass
-class SDGTrainConfig:
-    seed: int = 0
-    minutes: float = 10.0
-    max_steps: int = 100000
+class SDGTrainConfig(BudgetConfig):
     lr: float = 5e-4
     batch: int = 2
     refresh_every: int = 10 ** 9  # no heart pool: the pairs are fixed
-    checkpoint_minutes: float = 3.0
-    threads: int = 1
     pairs: str = ""
 
 
@@ -496,8 +486,7 @@ def main(args) -> int:
         raise InputError(f"train mask2surface {args.stage} needs --output FILE.")
     output = Path(args.output)
     if args.stage == "mcsr":
-        cfg = MCSRTrainConfig(seed=args.seed, minutes=args.minutes or 20.0, max_steps=args.max_steps,
-                              threads=args.threads, data_root=args.data, subjects=subjects)
+        cfg = MCSRTrainConfig(**budget_from_arguments(args), data_root=args.data, subjects=subjects)
         train_mcsr(cfg, output, args.resume)
     elif args.stage == "pairs":
         if not args.mcsr:
@@ -508,8 +497,7 @@ def main(args) -> int:
     else:
         if not args.pairs:
             raise InputError(f"train mask2surface {args.stage} needs --pairs PAIRS.npz.")
-        cfg = SDGTrainConfig(seed=args.seed, minutes=args.minutes or 10.0, max_steps=args.max_steps,
-                             threads=args.threads, pairs=args.pairs, batch=2 if args.stage == "vqvae" else 8)
+        cfg = SDGTrainConfig(**budget_from_arguments(args), pairs=args.pairs, batch=2 if args.stage == "vqvae" else 8)
         if args.stage == "vqvae":
             train_vqvae(cfg, output, args.resume)
         else:
