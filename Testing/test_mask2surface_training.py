@@ -86,6 +86,43 @@ def test_vqvae_and_ldm_train_one_step(pairs_file, tmp_path):
     assert model.config.latent_scale > 0 and model.config.prediction_type == "sample"
 
 
+def test_several_pairs_files_are_concatenated(pairs_file):
+    one_c, one_t = tm._load_pairs(str(pairs_file), 20.0)
+    two_c, two_t = tm._load_pairs(f"{pairs_file},{pairs_file}", 20.0)
+    assert two_c.shape[0] == 2 * one_c.shape[0] and torch.equal(two_t[len(one_t):], one_t)
+    assert float(two_c.abs().max()) <= 1.0  # clipped and scaled to [-1, 1]
+
+
+def _has_acdc():
+    try:
+        from CardiacReconstructionLib.cohort import acdc_keys
+
+        return len(acdc_keys()) > 0
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(not _has_acdc(), reason="shared ACDC stacks not available")
+def test_acdc_pair_targets_its_pseudo_hr_shape_on_the_condition_grid():
+    """An MRI-shaped pair: the target is the pseudo-HR shape's SDG on the surface grid moved by the
+    common shift, so after MCSR-Net's correction condition and target describe the same heart."""
+    from CardiacReconstructionLib.networks.latent_diffusion import VQVAEConfig
+    from CardiacReconstructionLib.pipelines.mask2surface import load_models
+    from CardiacReconstructionLib.sdf import SURFACE_KEYS
+
+    mcsr = load_models("cpu", need=("mcsr",))[0]
+    cond, truth = tm.acdc_surface_pair("patient002_frame01", 0, mcsr, VQVAEConfig())
+    assert cond.shape == truth.shape == (len(SURFACE_KEYS),) + VQVAEConfig().grid_shape
+    assert np.isfinite(truth).all() and (truth < 0).any(axis=(1, 2, 3)).all()
+    band = np.abs(truth) < 2.0
+    assert np.mean(np.abs(cond - truth)[band]) < 2.0  # mm: the same heart, not a shifted one
+
+
+def test_unknown_pairs_source_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="expected one of ct, acdc"):
+        tm.make_pairs(tmp_path / "p.npz", "unused.pt", source="mri")
+
+
 def test_cli_stage_errors(tmp_path, capsys):
     assert cli.main(["train", "mask2surface", "pairs", "--output", str(tmp_path / "p.npz")]) == 2
     assert "needs --mcsr" in capsys.readouterr().err

@@ -694,7 +694,8 @@ def add_budget_arguments(p: argparse.ArgumentParser, minutes_default: str, resum
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
     p.add_argument("--data", help="shared data folder holding wholeheart_ct/ (default: $CARDIAC_RECON_DATA)")
-    p.add_argument("--subjects", help="comma-separated CT subjects (default: the training split)")
+    p.add_argument("--subjects", help="comma-separated CT subjects (mask2surface pairs --source acdc: ACDC keys; "
+                   "default: the training split)")
     p.add_argument("--resume", action="store_true", help=resume_help)
 
 

@@ -18,7 +18,9 @@ time budget counts the time already spent; all randomness seeded):
   ``mask2surface`` or ``severe`` motion at 8-10 mm, corrected and super-resolved by the trained
   MCSR-Net; stored: the C-SDG of the MCSR output (the condition) and the ground-truth SDG from the
   meshes (:mod:`..surface_truth`) on the same surface grid, moved by the mean displacement like
-  the MCSR targets.
+  the MCSR targets. ``--source acdc`` makes MRI-shaped pairs the same way from the pseudo-HR
+  shapes of the ACDC training patients (ED and ES; target: the shape's own C-SDG), because the
+  15 healthy end-diastolic CT hearts alone leave real MRI stacks out of the prior's domain.
 * ``vqvae``: the VQ-VAE on the ground-truth SDGs (L1 reconstruction + MONAI's codebook and
   commitment losses); ``ldm``: the latent denoiser on (condition latent, target latent) pairs
   with MONAI's DDPM scheduler (1000 steps, linear betas 0.0015-0.0195).
@@ -182,19 +184,15 @@ PAIR_PRESETS = ("normal", "mask2surface", "severe")
 _BENCH_GRID = ((64, 128, 128), (1.25, 1.25, 2.0))  # the benchmark's HR grid (k, j, i), spacing (i, j, k)
 
 
-def surface_pair(path, seed: int, mcsr, vq_config, device: str = "cpu") -> Tuple[np.ndarray, np.ndarray]:
-    """(condition C-SDG, ground-truth SDG), float32 [S, k, j, i] in mm, for one augmented heart
-    (affine augmentation drawn from ``seed``) and one degradation (see the module docstring)."""
-    from ..cohort import AugmentationRanges, draw_augmentation, load_subject
+def degraded_condition(hr, rng: np.random.Generator, mcsr, vq_config, device: str = "cpu"):
+    """One training degradation of the HR labels ``hr`` (motion preset and 8-10 mm slices drawn
+    from ``rng``), corrected and super-resolved by MCSR-Net: (condition C-SDG [S, k, j, i] mm, the
+    grid on which the ground truth must be sampled: the surface grid moved by the common shift,
+    which the stack cannot show)."""
     from ..degrade import degrade
     from ..pipelines.mask2surface import run_mcsr, surface_grid
     from ..sdf import label_sdgs
-    from ..surface_truth import truth_sdgs
 
-    rng = np.random.default_rng([seed, 3])
-    ranges = AugmentationRanges(elastic_mm=0.0)
-    aug = draw_augmentation(np.random.default_rng(seed), ranges)
-    hr = load_subject(path, *_BENCH_GRID, augment=seed, ranges=ranges)
     preset = PAIR_PRESETS[int(rng.integers(len(PAIR_PRESETS)))]
     deg = degrade(hr, preset, slice_spacing=float(rng.uniform(8.0, 10.0)), seed=int(rng.integers(2 ** 31)))
     sax, _, kept = crop_to_heart(deg, rng)
@@ -204,31 +202,75 @@ def surface_pair(path, seed: int, mcsr, vq_config, device: str = "cpu") -> Tuple
     condition = label_sdgs(labels, sgrid, vq_config.clip_mm)
     labelled = out.grid.to_canonical_order(sax.array.any(axis=(1, 2)))
     _, offset = split_common_shift(deg.displacements[kept], out.grid, sax, labelled)
-    truth = truth_sdgs(path, shifted(sgrid, offset), augmentation=aug, clip_mm=vq_config.clip_mm)
-    return condition.astype(np.float32), truth.astype(np.float32)
+    return condition.astype(np.float32), shifted(sgrid, offset)
+
+
+def surface_pair(path, seed: int, mcsr, vq_config, device: str = "cpu") -> Tuple[np.ndarray, np.ndarray]:
+    """(condition C-SDG, ground-truth SDG), float32 [S, k, j, i] in mm, for one augmented heart
+    (affine augmentation drawn from ``seed``) and one degradation (see the module docstring)."""
+    from ..cohort import AugmentationRanges, draw_augmentation, load_subject
+    from ..surface_truth import truth_sdgs
+
+    ranges = AugmentationRanges(elastic_mm=0.0)
+    aug = draw_augmentation(np.random.default_rng(seed), ranges)
+    hr = load_subject(path, *_BENCH_GRID, augment=seed, ranges=ranges)
+    condition, truth_grid = degraded_condition(hr, np.random.default_rng([seed, 3]), mcsr, vq_config, device)
+    truth = truth_sdgs(path, truth_grid, augmentation=aug, clip_mm=vq_config.clip_mm)
+    return condition, truth.astype(np.float32)
+
+
+def acdc_surface_pair(key: str, seed: int, mcsr, vq_config, data_root=None,
+                      device: str = "cpu") -> Tuple[np.ndarray, np.ndarray]:
+    """(condition C-SDG, target SDG) for one MRI-shaped heart: the pseudo high-resolution shape
+    of a real ACDC stack (:func:`..cohort.acdc_pseudo_hr`) degraded and corrected like
+    :func:`surface_pair`; the target is the C-SDG of that shape. Why: the CT cohort alone is 15
+    healthy end-diastolic hearts, and the VQ-VAE reconstructs the C-SDGs of real MRI stacks (ACDC)
+    ~1.5 x worse than those of held-out CT hearts, so a CT-only prior pulls MRI shapes towards CT
+    anatomy. The pseudo-HR shape is an approximation (interpolated between 10 mm slices), used
+    for its shape family only, never to score."""
+    from ..cohort import acdc_pseudo_hr, load_acdc
+    from ..sdf import label_sdgs
+
+    hr = acdc_pseudo_hr(load_acdc(data_root, key))
+    condition, truth_grid = degraded_condition(hr, np.random.default_rng([seed, 3]), mcsr, vq_config, device)
+    return condition, label_sdgs(hr, truth_grid, vq_config.clip_mm)
+
+
+PAIR_SOURCES = ("ct", "acdc")
 
 
 def make_pairs(output, mcsr_weights, n_per_subject: int = 10, subjects=None, data_root=None, seed: int = 0,
-               threads: int = 1, log=print) -> Path:
+               threads: int = 1, source: str = "ct", log=print) -> Path:
     """Write the SDG pairs to ``output`` (.npz, float16 mm): ``condition``, ``truth`` [N, S, k, j, i]
-    and ``subject`` names. Resumable: ``<output>.part.npz`` holds the pairs made so far."""
+    and ``subject`` names. ``source`` 'ct': the CT training subjects (:func:`surface_pair`);
+    'acdc': the ACDC training patients' pseudo-HR shapes, ED and ES (:func:`acdc_surface_pair`).
+    Resumable: ``<output>.part.npz`` holds the pairs made so far."""
     import torch
 
     from ..networks.latent_diffusion import VQVAEConfig
     from ..training.dsl_asv import load_network
 
+    if source not in PAIR_SOURCES:
+        raise InputError(f"Unknown pairs source {source!r}; expected one of {', '.join(PAIR_SOURCES)}.")
     torch.set_num_threads(threads)
     output = Path(output)
     part = output.with_suffix(".part.npz")
     mcsr = load_network(mcsr_weights, "mcsr")
-    paths = _cohort_paths(data_root, subjects)
-    jobs = [(p, seed * 100003 + 1000 * i + r) for r in range(n_per_subject) for i, p in enumerate(paths)]
+    if source == "acdc":
+        from ..cohort import acdc_split
+
+        shapes = subjects or acdc_split(data_root, "train")
+        make = lambda key, s: acdc_surface_pair(key, s, mcsr, VQVAEConfig(), data_root)  # noqa: E731
+    else:
+        shapes = _cohort_paths(data_root, subjects)
+        make = lambda path, s: surface_pair(path, s, mcsr, VQVAEConfig())  # noqa: E731
+    jobs = [(p, seed * 100003 + 1000 * i + r) for r in range(n_per_subject) for i, p in enumerate(shapes)]
     done = dict(np.load(part)) if part.is_file() else {}
     cond, truth, names = (list(done.get("condition", [])), list(done.get("truth", [])),
                           list(done.get("subject", [])))
     t0 = time.perf_counter()
     for n, (path, s) in enumerate(jobs[len(cond):], start=len(cond)):
-        c, t = surface_pair(path, s, mcsr, VQVAEConfig())
+        c, t = make(path, s)
         cond.append(c.astype(np.float16))
         truth.append(t.astype(np.float16))
         names.append(Path(path).stem)
@@ -258,12 +300,15 @@ class _NoPool:
         pass
 
 
-def _load_pairs(path, clip_mm: float):
+def _load_pairs(paths, clip_mm: float):
+    """(conditions, truths) of one pairs file or several (comma-separated), clipped and scaled."""
     import torch
 
-    data = np.load(path)
-    norm = lambda a: torch.from_numpy(np.clip(a.astype(np.float32), -clip_mm, clip_mm) / clip_mm)  # noqa: E731
-    return norm(data["condition"]), norm(data["truth"])
+    files = [f for f in str(paths).split(",") if f]
+    data = [np.load(f) for f in files]
+    norm = lambda key: torch.from_numpy(np.clip(np.concatenate([d[key].astype(np.float32) for d in data]),  # noqa: E731
+                                                -clip_mm, clip_mm) / clip_mm)
+    return norm("condition"), norm("truth")
 
 
 def train_vqvae(cfg: SDGTrainConfig, output: Path, resume: bool = False, log=print) -> Path:
@@ -462,7 +507,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="file to write (.pt weights or .npz pairs); checkpoint <output>.ckpt")
     add_budget_arguments(p, "default: 20 mcsr, 10 vqvae, 10 ldm", "continue from <output>.ckpt (pairs: <output>.part.npz)")
     p.add_argument("--per-subject", type=int, default=10, help="pairs: augmented samples per subject")
-    p.add_argument("--pairs", help="vqvae/ldm: the SDG pairs file made by the 'pairs' stage")
+    p.add_argument("--pairs", help="vqvae/ldm: the SDG pairs file(s) made by the 'pairs' stage (comma-separated)")
+    p.add_argument("--source", choices=PAIR_SOURCES, default="ct",
+                   help="pairs: 'ct' (CT training subjects' meshes) or 'acdc' (pseudo-HR shapes of the ACDC "
+                        "training patients, MRI-shaped)")
     p.add_argument("--mcsr", help="pairs/validate/install: MCSR-Net weights")
     p.add_argument("--vqvae", help="ldm/validate/install: VQ-VAE weights")
     p.add_argument("--ldm", help="validate/install: latent denoiser weights")
@@ -493,7 +541,7 @@ def main(args) -> int:
             raise InputError("train mask2surface pairs needs --mcsr MCSR.pt (a trained MCSR-Net).")
         if not args.resume:
             output.with_suffix(".part.npz").unlink(missing_ok=True)
-        make_pairs(output, args.mcsr, args.per_subject, subjects, args.data, args.seed, args.threads)
+        make_pairs(output, args.mcsr, args.per_subject, subjects, args.data, args.seed, args.threads, args.source)
     else:
         if not args.pairs:
             raise InputError(f"train mask2surface {args.stage} needs --pairs PAIRS.npz.")
