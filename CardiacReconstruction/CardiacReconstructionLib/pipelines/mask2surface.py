@@ -53,9 +53,11 @@ REFINEMENTS = ("diffusion", "autoencoder", "none")
 DEFAULT_DDIM_STEPS = 10
 #: DDIM samples averaged per case (one batch). A single sample of this CPU-trained denoiser is a
 #: plausible but noisy shape; the average estimates the posterior mean, which is what a distance
-#: to the truth rewards. Chosen on training hearts (fresh degradations, never the held-out ones):
-#: Chamfer 0.94 mm for one sample, 0.84 for four, 0.81 for eight (MCSR-Net alone 0.85, the C-SDG
-#: 0.87); eight take ~11 s per case on the 2-core CPU, one ~5 s.
+#: to the truth rewards. Chosen on training hearts (fresh degradations, never the held-out ones)
+#: with the CT-only networks: Chamfer 0.94 mm for one sample, 0.84 for four, 0.81 for eight
+#: (MCSR-Net alone 0.85, the C-SDG 0.87); with the shipped CT + MRI networks the held-out benchmark
+#: still favours eight (CT 0.845 vs 0.877 mm for one). Eight take ~9 s per case on the 2-core CPU,
+#: one ~5 s.
 DEFAULT_SAMPLES = 8
 #: Windowed-sinc iterations on the decoded level sets: on training hearts 15 iterations cut the
 #: robust mean-curvature spread of the myocardial surface from 0.17 to 0.07 1/mm and changed the
