@@ -1,10 +1,18 @@
-"""Shared fixtures: small oblique label volumes built here (no data files)."""
+"""Shared fixtures: small oblique label volumes built here (no data files), and the skip markers
+of the tests that read the shared data (../shared/data or $CARDIAC_RECON_DATA)."""
 
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from CardiacReconstructionLib import cohort
 from CardiacReconstructionLib.geometry import Volume, make_ijk_to_ras
+
+DATA = cohort.default_data_root()
+needs_ct = pytest.mark.skipif(not (DATA / cohort.CT_DIR).is_dir(),
+                              reason=f"whole-heart CT data not found at {DATA / cohort.CT_DIR}")
+needs_acdc = pytest.mark.skipif(not (DATA / cohort.ACDC_DIR).is_dir(),
+                                reason=f"ACDC data not found at {DATA / cohort.ACDC_DIR}")
 
 
 def oblique_matrix(spacing=(1.5, 1.4, 8.0), seed=3, origin=(-40.0, 25.0, 12.5)):

@@ -15,12 +15,7 @@ from CardiacReconstructionLib import cohort
 from CardiacReconstructionLib.errors import InputError
 from CardiacReconstructionLib.geometry import Volume, make_ijk_to_ras
 from CardiacReconstructionLib.labels import detect_convention
-
-DATA = cohort.default_data_root()
-HAS_CT = (DATA / cohort.CT_DIR).is_dir()
-HAS_ACDC = (DATA / cohort.ACDC_DIR).is_dir()
-needs_ct = pytest.mark.skipif(not HAS_CT, reason=f"whole-heart CT data not found at {DATA / cohort.CT_DIR}")
-needs_acdc = pytest.mark.skipif(not HAS_ACDC, reason=f"ACDC data not found at {DATA / cohort.ACDC_DIR}")
+from conftest import DATA, needs_acdc, needs_ct
 
 SMALL = dict(grid_shape=(32, 64, 64), spacing=(2.5, 2.5, 4.0))
 SQRT3 = float(np.sqrt(3.0))  # farthest a 1 mm source voxel centre used by linear interpolation can be

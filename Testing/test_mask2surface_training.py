@@ -7,7 +7,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
 from CardiacReconstructionLib import cli  # noqa: E402
-from CardiacReconstructionLib.cohort import list_subjects  # noqa: E402
 from CardiacReconstructionLib.degrade import degrade  # noqa: E402
 from CardiacReconstructionLib.errors import InputError  # noqa: E402
 from CardiacReconstructionLib.networks.mcsr import warp_slices  # noqa: E402
@@ -15,16 +14,7 @@ from CardiacReconstructionLib.phantom import make_phantom  # noqa: E402
 from CardiacReconstructionLib.pipelines.dsl_asv import onehot  # noqa: E402
 from CardiacReconstructionLib.training import mask2surface as tm  # noqa: E402
 from CardiacReconstructionLib.training.dsl_asv import load_network  # noqa: E402
-
-
-def _has_cohort():
-    try:
-        return len(list_subjects()) > 0
-    except Exception:
-        return False
-
-
-needs_cohort = pytest.mark.skipif(not _has_cohort(), reason="shared CT cohort not available")
+from conftest import needs_acdc, needs_ct  # noqa: E402
 
 
 def test_perfect_correction_reproduces_the_training_targets():
@@ -45,7 +35,7 @@ def test_perfect_correction_reproduces_the_training_targets():
     assert z.min() >= -0.5 and z.max() <= x.shape[0] - 0.5
 
 
-@needs_cohort
+@needs_ct
 def test_mcsr_trains_one_step_and_resumes(tmp_path):
     cfg = tm.MCSRTrainConfig(minutes=5.0, max_steps=1, pool_biventricular=1, accumulate=1)
     out = tm.train_mcsr(cfg, tmp_path / "mcsr.pt", log=lambda *_: None)
@@ -93,16 +83,7 @@ def test_several_pairs_files_are_concatenated(pairs_file):
     assert float(two_c.abs().max()) <= 1.0  # clipped and scaled to [-1, 1]
 
 
-def _has_acdc():
-    try:
-        from CardiacReconstructionLib.cohort import acdc_keys
-
-        return len(acdc_keys()) > 0
-    except Exception:
-        return False
-
-
-@pytest.mark.skipif(not _has_acdc(), reason="shared ACDC stacks not available")
+@needs_acdc
 def test_acdc_pair_targets_its_pseudo_hr_shape_on_the_condition_grid():
     """An MRI-shaped pair: the target is the pseudo-HR shape's SDG on the surface grid moved by the
     common shift, so after MCSR-Net's correction condition and target describe the same heart."""

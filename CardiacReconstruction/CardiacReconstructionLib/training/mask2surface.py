@@ -224,8 +224,8 @@ def acdc_surface_pair(key: str, seed: int, mcsr, vq_config, data_root=None,
     """(condition C-SDG, target SDG) for one MRI-shaped heart: the pseudo high-resolution shape
     of a real ACDC stack (:func:`..cohort.acdc_pseudo_hr`) degraded and corrected like
     :func:`surface_pair`; the target is the C-SDG of that shape. Why: the CT cohort alone is 15
-    healthy end-diastolic hearts, and the VQ-VAE reconstructs the C-SDGs of real MRI stacks (ACDC)
-    ~1.5 x worse than those of held-out CT hearts, so a CT-only prior pulls MRI shapes towards CT
+    healthy end-diastolic hearts, and the CT-only VQ-VAE reconstructed the C-SDGs of real MRI stacks
+    (ACDC) 1.3-2.8 x worse near the surface than those of held-out CT hearts, so a CT-only prior pulls MRI shapes towards CT
     anatomy. The pseudo-HR shape is an approximation (interpolated between 10 mm slices), used
     for its shape family only, never to score."""
     from ..cohort import acdc_pseudo_hr, load_acdc
