@@ -1,6 +1,8 @@
 """The beta-VAE prior and its training command: shapes, the loss, the weights file format, and
 a few training steps at a tiny grid that resume exactly from their checkpoint."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -103,6 +105,10 @@ def test_training_runs_and_resumes_exactly(tmp_path):
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
     meta = (tmp_path / "resumed" / "lo_vae.json").read_text()
     assert "dice_LV" in meta and "Rodero" in meta
+    # fine-tuning: a new run that starts from the finished weights, and says so in its metadata
+    train(TrainConfig(epochs=1, max_minutes=1e-9, **cfg), tmp_path / "tuned", log=logs.append, init=str(straight))
+    assert any("starting from the weights" in m for m in logs)
+    assert json.loads((tmp_path / "tuned" / "lo_vae.json").read_text())["init"] == str(straight)
     # installing the result writes the weights, the model card and the manifest entry
     from CardiacReconstructionLib import weights
     from CardiacReconstructionLib.training.lo import register_weights
@@ -128,3 +134,31 @@ def test_cli_train_parser_knows_lo():
 
     cfg = config_from_args(args)
     assert cfg.epochs == 2 and cfg.grid_shape == (16, 32, 32)
+
+
+def test_init_state_checks_the_network_and_loads_the_weights(tmp_path):
+    from CardiacReconstructionLib.training.lo import TrainConfig, initial_state
+
+    model = LabelVAE(VAEConfig(**TINY))
+    path = tmp_path / "start.pt"
+    save_vae(model, path)
+    state = initial_state(str(path), TrainConfig(**TINY))
+    assert CONFIG_KEY not in state
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(InputError, match="latent_dim"):
+        initial_state(str(path), TrainConfig(**{**TINY, "latent_dim": 5}))
+    # the shipped prior by its manifest name (checksum-verified)
+    from CardiacReconstructionLib.networks.vae import config_from_state_dict
+    from CardiacReconstructionLib import weights
+
+    shipped = config_from_state_dict(weights.load_state_dict("lo_vae", map_location="cpu"))
+    cfg = TrainConfig(grid_shape=shipped.grid_shape, spacing=shipped.spacing, latent_dim=shipped.latent_dim,
+                      channels=shipped.channels)
+    assert set(initial_state("lo_vae", cfg)) == set(LabelVAE(cfg.vae_config()).state_dict())
+
+
+def test_init_and_resume_together_is_an_input_error(tmp_path):
+    from CardiacReconstructionLib.training.lo import TrainConfig, train
+
+    with pytest.raises(InputError, match="use one"):
+        train(TrainConfig(), tmp_path, resume=True, init="lo_vae")

@@ -229,8 +229,32 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train(cfg: TrainConfig, output: Path, resume: bool = False, log=print) -> Path:
-    """Train (or resume) and export ``output/lo_vae.pt``; returns its path."""
+def initial_state(init: str, cfg: TrainConfig) -> Dict:
+    """Weights to start a new run from (``--init``): a name in the weights manifest (e.g. the
+    shipped ``lo_vae``, SHA-256 verified) or a ``.pt`` file of :func:`..networks.vae.save_vae`.
+    Their network must be the one ``cfg`` describes (grid, spacing, latent size, channels)."""
+    from ..networks.vae import CONFIG_KEY, config_from_state_dict, load_vae, vae_state_dict
+
+    if Path(init).suffix == ".pt" or os.sep in init:
+        state = vae_state_dict(load_vae(init))
+    else:
+        from .. import weights
+
+        state = weights.load_state_dict(init, map_location="cpu")
+    have, want = config_from_state_dict(state), cfg.vae_config()
+    mismatched = [k for k in ("grid_shape", "spacing", "latent_dim", "channels")
+                  if tuple(np.ravel(getattr(have, k))) != tuple(np.ravel(getattr(want, k)))]
+    if mismatched:
+        raise InputError(f"--init {init}: its network differs from the requested one in {', '.join(mismatched)} "
+                         f"({', '.join(f'{k}={getattr(have, k)}' for k in mismatched)}); pass the same --grid, "
+                         "--spacing, --latent and --channels.")
+    return {k: v for k, v in state.items() if k != CONFIG_KEY}
+
+
+def train(cfg: TrainConfig, output: Path, resume: bool = False, log=print, init: Optional[str] = None) -> Path:
+    """Train (or resume) and export ``output/lo_vae.pt``; returns its path. ``init`` starts a new
+    run from existing weights (:func:`initial_state`; fine-tuning) with a fresh optimiser and the
+    learning-rate schedule of ``cfg``."""
     import torch
 
     from ..networks.vae import LabelVAE, save_vae, vae_loss
@@ -239,6 +263,8 @@ def train(cfg: TrainConfig, output: Path, resume: bool = False, log=print) -> Pa
     output.mkdir(parents=True, exist_ok=True)
     ckpt_path = output / "checkpoint.pt"
     state = None
+    if resume and init:
+        raise InputError("--resume continues a checkpoint and --init starts a new run from weights: use one.")
     if resume:
         if not ckpt_path.is_file():
             raise InputError(f"Nothing to resume: no checkpoint at {ckpt_path}.")
@@ -255,6 +281,9 @@ def train(cfg: TrainConfig, output: Path, resume: bool = False, log=print) -> Pa
     model = LabelVAE(cfg.vae_config())
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     step, history, elapsed_before = 0, [], 0.0
+    if init:
+        model.load_state_dict(initial_state(init, cfg))
+        log(f"starting from the weights {init}")
     if state is not None:
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
@@ -316,7 +345,7 @@ def train(cfg: TrainConfig, output: Path, resume: bool = False, log=print) -> Pa
     meta = {"train_config": _plain(asdict(cfg)), "steps": step, "epochs_done": step / steps_per_epoch,
             "training_shapes": int(len(data)), "elapsed_s": round(elapsed(), 1), "device": "cpu",
             "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "validation": {"subjects": val_names, **final}, "history": history,
+            "validation": {"subjects": val_names, **final}, "history": history, "init": init,
             "data": [CT_CITATION] + ([ACDC_CITATION] if cfg.acdc else []), "method": SRHEART_CITATION}
     out = output / "lo_vae.pt"
     save_vae(model, out)
@@ -344,6 +373,7 @@ def model_card(meta: Dict, sha256: str, name: str = "lo_vae") -> str:
     population = ("healthy adult end-diastolic CT anatomy (19 people in the source model) and the ACDC "
                   "training patients (five diagnostic groups, ED and ES)") if cfg.get("acdc") else \
         "end-diastolic CT anatomy of healthy adults (19 people in the source model)"
+    init = f" --init {meta['init']}" if meta.get("init") else ""
     return f"""# Model card: `{name}` (shape prior of latent optimisation)
 
 A 3D beta-VAE over one-hot biventricular label maps (background, LV blood pool, LV myocardium,
@@ -372,7 +402,7 @@ RV blood pool), the prior of the `latent_optimisation` method (SRHeart: {meta['m
 - **Training**: {meta['steps']} steps ({meta['epochs_done']:.1f} epochs) of batch {cfg['batch_size']}, Adam, learning rate
   {cfg['learning_rate']:g} -> {cfg['final_learning_rate']:g} (cosine), seed {cfg['seed']}; {meta['elapsed_s'] / 60:.0f} minutes on
   {meta['device']} ({meta['threads']} threads, torch {meta['torch']}, shared with other jobs).
-  Command: `cardiac-recon train lo --output OUT --epochs {cfg['epochs']} --register {name}` (resumed runs
+  Command: `cardiac-recon train lo --output OUT --epochs {cfg['epochs']}{init} --register {name}` (resumed runs
   add `--resume`).
 - **Validation** (the 4 held-out CT subjects, never trained on; encode -> decode with z = mu, Dice on
   the prior grid): LV {val['dice_LV']:.3f}, MYO {val['dice_MYO']:.3f}, RV {val['dice_RV']:.3f} (mean
@@ -407,6 +437,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     p.add_argument("--output", required=True, help="folder for checkpoint.pt, lo_vae.pt and lo_vae.json")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
+    p.add_argument("--init", metavar="WEIGHTS", default=None,
+                   help="start a new run from these weights (a manifest name such as lo_vae, or a .pt file): "
+                        "fine-tuning with a fresh optimiser")
     p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the cached training set (default: %(default)s)")
     p.add_argument("--grid", default=",".join(map(str, d.grid_shape)), help="prior grid k,j,i (default: %(default)s)")
     p.add_argument("--spacing", default=",".join(map(str, d.spacing)), help="prior spacing i,j,k mm (default: %(default)s)")
@@ -466,7 +499,7 @@ def main(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     train(config_from_args(args), Path(args.output), resume=args.resume,
-          log=lambda m: print(m, flush=True))
+          log=lambda m: print(m, flush=True), init=args.init)
     if args.register:
         entry = register_weights(Path(args.output), args.register)
         print(f"registered {args.register}: {entry}")
