@@ -401,7 +401,7 @@ RV blood pool), the prior of the `latent_optimisation` method (SRHeart: {meta['m
 {data}
 - **Training**: {meta['steps']} steps ({meta['epochs_done']:.1f} epochs) of batch {cfg['batch_size']}, Adam, learning rate
   {cfg['learning_rate']:g} -> {cfg['final_learning_rate']:g} (cosine), seed {cfg['seed']}; {meta['elapsed_s'] / 60:.0f} minutes on
-  {meta['device']} ({meta['threads']} threads, torch {meta['torch']}, shared with other jobs).
+  {meta['device']} ({meta['threads']} threads, torch {meta['torch']}).
   Command: `cardiac-recon train lo --output OUT --epochs {cfg['epochs']}{init} --register {name}` (resumed runs
   add `--resume`).
 - **Validation** (the 4 held-out CT subjects, never trained on; encode -> decode with z = mu, Dice on
