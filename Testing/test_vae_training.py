@@ -109,6 +109,9 @@ def test_training_runs_and_resumes_exactly(tmp_path):
     train(TrainConfig(epochs=1, max_minutes=1e-9, **cfg), tmp_path / "tuned", log=logs.append, init=str(straight))
     assert any("starting from the weights" in m for m in logs)
     assert json.loads((tmp_path / "tuned" / "lo_vae.json").read_text())["init"] == str(straight)
+    # ... and a resumed fine-tune still records where it started
+    train(TrainConfig(epochs=2, **cfg), tmp_path / "tuned", resume=True, log=logs.append)
+    assert json.loads((tmp_path / "tuned" / "lo_vae.json").read_text())["init"] == str(straight)
     # installing the result writes the weights, the model card and the manifest entry
     from CardiacReconstructionLib import weights
     from CardiacReconstructionLib.training.lo import register_weights

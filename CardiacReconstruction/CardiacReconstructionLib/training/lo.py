@@ -233,22 +233,18 @@ def initial_state(init: str, cfg: TrainConfig) -> Dict:
     """Weights to start a new run from (``--init``): a name in the weights manifest (e.g. the
     shipped ``lo_vae``, SHA-256 verified) or a ``.pt`` file of :func:`..networks.vae.save_vae`.
     Their network must be the one ``cfg`` describes (grid, spacing, latent size, channels)."""
-    from ..networks.vae import CONFIG_KEY, config_from_state_dict, load_vae, vae_state_dict
+    from ..networks.vae import CONFIG_KEY, vae_state_dict
+    from ..pipelines.latent_optimisation import load_prior
 
-    if Path(init).suffix == ".pt" or os.sep in init:
-        state = vae_state_dict(load_vae(init))
-    else:
-        from .. import weights
-
-        state = weights.load_state_dict(init, map_location="cpu")
-    have, want = config_from_state_dict(state), cfg.vae_config()
+    model = load_prior(init)  # same name-or-path rule and checksum verification as inference
+    have, want = model.config, cfg.vae_config()
     mismatched = [k for k in ("grid_shape", "spacing", "latent_dim", "channels")
                   if tuple(np.ravel(getattr(have, k))) != tuple(np.ravel(getattr(want, k)))]
     if mismatched:
         raise InputError(f"--init {init}: its network differs from the requested one in {', '.join(mismatched)} "
                          f"({', '.join(f'{k}={getattr(have, k)}' for k in mismatched)}); pass the same --grid, "
                          "--spacing, --latent and --channels.")
-    return {k: v for k, v in state.items() if k != CONFIG_KEY}
+    return {k: v for k, v in vae_state_dict(model).items() if k != CONFIG_KEY}
 
 
 def train(cfg: TrainConfig, output: Path, resume: bool = False, log=print, init: Optional[str] = None) -> Path:
@@ -262,7 +258,7 @@ def train(cfg: TrainConfig, output: Path, resume: bool = False, log=print, init:
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     ckpt_path = output / "checkpoint.pt"
-    state = None
+    state, init_record = None, init
     if resume and init:
         raise InputError("--resume continues a checkpoint and --init starts a new run from weights: use one.")
     if resume:
@@ -272,6 +268,7 @@ def train(cfg: TrainConfig, output: Path, resume: bool = False, log=print, init:
         saved = state["train_config"]
         cfg = TrainConfig(**{**saved, "epochs": cfg.epochs, "max_minutes": cfg.max_minutes, "acdc": cfg.acdc,
                              "workers": cfg.workers, "data_root": cfg.data_root, "cache_dir": cfg.cache_dir})
+        init_record = state.get("init")
         log(f"resuming from step {state['step']} of {ckpt_path}")
     torch.manual_seed(cfg.seed)
     data = ct_training_set(cfg, log)
@@ -301,7 +298,7 @@ def train(cfg: TrainConfig, output: Path, resume: bool = False, log=print, init:
     def checkpoint():
         _save_atomic({"train_config": _plain(asdict(cfg)), "model": model.state_dict(),
                       "optimiser": optimiser.state_dict(), "step": step, "history": history,
-                      "elapsed_s": elapsed()}, ckpt_path)
+                      "elapsed_s": elapsed(), "init": init_record}, ckpt_path)
 
     running = []
     model.train()
@@ -345,7 +342,7 @@ def train(cfg: TrainConfig, output: Path, resume: bool = False, log=print, init:
     meta = {"train_config": _plain(asdict(cfg)), "steps": step, "epochs_done": step / steps_per_epoch,
             "training_shapes": int(len(data)), "elapsed_s": round(elapsed(), 1), "device": "cpu",
             "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "validation": {"subjects": val_names, **final}, "history": history, "init": init,
+            "validation": {"subjects": val_names, **final}, "history": history, "init": init_record,
             "data": [CT_CITATION] + ([ACDC_CITATION] if cfg.acdc else []), "method": SRHEART_CITATION}
     out = output / "lo_vae.pt"
     save_vae(model, out)
