@@ -270,6 +270,8 @@ def train(cfg: TrainConfig, output: Path, resume: bool = False, log=print, init:
                              "workers": cfg.workers, "data_root": cfg.data_root, "cache_dir": cfg.cache_dir})
         init_record = state.get("init")
         log(f"resuming from step {state['step']} of {ckpt_path}")
+    # checked before the (minutes-long) preparation of the training set: a wrong --init fails at once
+    start = initial_state(init, cfg) if init else None
     torch.manual_seed(cfg.seed)
     data = ct_training_set(cfg, log)
     if cfg.acdc:
@@ -278,8 +280,8 @@ def train(cfg: TrainConfig, output: Path, resume: bool = False, log=print, init:
     model = LabelVAE(cfg.vae_config())
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     step, history, elapsed_before = 0, [], 0.0
-    if init:
-        model.load_state_dict(initial_state(init, cfg))
+    if start is not None:
+        model.load_state_dict(start)
         log(f"starting from the weights {init}")
     if state is not None:
         model.load_state_dict(state["model"])
