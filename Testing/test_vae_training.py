@@ -120,6 +120,7 @@ def test_training_runs_and_resumes_exactly(tmp_path):
     assert weights.verify("tiny_vae", tmp_path / "weights").name == "tiny_vae.pt"
     card = (tmp_path / "weights" / entry["card"]).read_text()
     assert entry["sha256"] in card and "16 x 16 x 16" in card and "Validation" in card
+    assert "--epochs 3 --lr 0.001 --seed 0 --register tiny_vae" in card  # the command that reproduces it
 
 
 def test_resume_without_checkpoint_is_an_input_error(tmp_path):

@@ -372,7 +372,8 @@ def model_card(meta: Dict, sha256: str, name: str = "lo_vae") -> str:
     population = ("healthy adult end-diastolic CT anatomy (19 people in the source model) and the ACDC "
                   "training patients (five diagnostic groups, ED and ES)") if cfg.get("acdc") else \
         "end-diastolic CT anatomy of healthy adults (19 people in the source model)"
-    init = f" --init {meta['init']}" if meta.get("init") else ""
+    options = (f"{' --acdc' if cfg.get('acdc') else ''} --epochs {cfg['epochs']} --lr {cfg['learning_rate']:g} "
+               f"--seed {cfg['seed']}{' --init ' + meta['init'] if meta.get('init') else ''}")
     return f"""# Model card: `{name}` (shape prior of latent optimisation)
 
 A 3D beta-VAE over one-hot biventricular label maps (background, LV blood pool, LV myocardium,
@@ -401,7 +402,7 @@ RV blood pool), the prior of the `latent_optimisation` method (SRHeart: {meta['m
 - **Training**: {meta['steps']} steps ({meta['epochs_done']:.1f} epochs) of batch {cfg['batch_size']}, Adam, learning rate
   {cfg['learning_rate']:g} -> {cfg['final_learning_rate']:g} (cosine), seed {cfg['seed']}; {meta['elapsed_s'] / 60:.0f} minutes on
   {meta['device']} ({meta['threads']} threads, torch {meta['torch']}).
-  Command: `cardiac-recon train lo --output OUT --epochs {cfg['epochs']}{init} --register {name}` (resumed runs
+  Command: `cardiac-recon train lo --output OUT{options} --register {name}` (resumed runs
   add `--resume`).
 - **Validation** (the 4 held-out CT subjects, never trained on; encode -> decode with z = mu, Dice on
   the prior grid): LV {val['dice_LV']:.3f}, MYO {val['dice_MYO']:.3f}, RV {val['dice_RV']:.3f} (mean
