@@ -161,6 +161,51 @@ def test_init_state_checks_the_network_and_loads_the_weights(tmp_path):
     assert set(initial_state("lo_vae", cfg)) == set(LabelVAE(cfg.vae_config()).state_dict())
 
 
+def test_refined_vae_starts_as_the_trilinear_upsampling_of_the_coarse_one():
+    from torch.nn import functional as F
+
+    from CardiacReconstructionLib.networks.vae import refined, refined_config
+
+    torch.manual_seed(0)
+    coarse = LabelVAE(VAEConfig(grid_shape=(16, 16, 16), spacing=(10.0, 10.0, 8.0), channels=(16, 8, 8, 8),
+                                latent_dim=3)).eval()
+    fine = refined(coarse).eval()
+    assert fine.config == refined_config(coarse.config)
+    assert fine.config.grid_shape == (32, 32, 32) and fine.config.spacing == (5.0, 5.0, 4.0)
+    assert fine.config.channels == (8, 16, 8, 8, 8) and fine.config.field_of_view_mm == coarse.config.field_of_view_mm
+    with torch.no_grad():
+        z = torch.randn(2, 3)
+        up = F.interpolate(coarse.decode(z), scale_factor=2, mode="trilinear", align_corners=False)
+        inner = (slice(None), slice(None), slice(1, -1), slice(1, -1), slice(1, -1))  # borders: 3/4 of the logits
+        assert torch.allclose(fine.decode(z)[inner], up[inner], atol=1e-5)
+        labels = coarse.decode(z).argmax(1)
+        x = onehot(labels.numpy())
+        assert torch.allclose(fine.encode(F.interpolate(x, scale_factor=2))[0], coarse.encode(x)[0], atol=1e-5)
+    with pytest.raises(InputError, match="channels"):
+        refined(LabelVAE(VAEConfig(**{**TINY, "channels": (4, 8, 8, 8)})))  # too narrow to grow a level
+    with pytest.raises(InputError, match="four levels"):
+        refined(LabelVAE(VAEConfig(**{**TINY, "channels": (16, 8)})))
+
+
+def test_init_grows_a_prior_of_half_the_grid(tmp_path):
+    from CardiacReconstructionLib.networks.vae import refined  # the function tested above
+    from CardiacReconstructionLib.training.lo import TrainConfig, initial_state
+
+    cfg = dict(grid_shape=(16, 16, 16), spacing=(10.0, 10.0, 8.0), channels=(16, 8, 8, 8), latent_dim=3)
+    coarse = LabelVAE(VAEConfig(**cfg))
+    save_vae(coarse, tmp_path / "coarse.pt")
+    fine_cfg = TrainConfig(grid_shape=(32, 32, 32), spacing=(5.0, 5.0, 4.0), channels=(8, 16, 8, 8, 8), latent_dim=3)
+    state = initial_state(str(tmp_path / "coarse.pt"), fine_cfg)
+    grown = LabelVAE(fine_cfg.vae_config())
+    grown.load_state_dict(state)
+    with torch.no_grad():
+        z = torch.randn(1, 3)
+        expected = refined(coarse).decode(z)
+        assert torch.allclose(grown.decode(z), expected, atol=1e-5)
+    with pytest.raises(InputError, match="twice its grid"):  # twice the grid but not the grown channels
+        initial_state(str(tmp_path / "coarse.pt"), TrainConfig(**{**cfg, "grid_shape": (32, 32, 32)}))
+
+
 def test_init_and_resume_together_is_an_input_error(tmp_path):
     from CardiacReconstructionLib.training.lo import TrainConfig, train
 

@@ -232,18 +232,28 @@ def _save_atomic(obj, path: Path) -> None:
 def initial_state(init: str, cfg: TrainConfig) -> Dict:
     """Weights to start a new run from (``--init``): a name in the weights manifest (e.g. the
     shipped ``lo_vae``, SHA-256 verified) or a ``.pt`` file of :func:`..networks.vae.save_vae`.
-    Their network must be the one ``cfg`` describes (grid, spacing, latent size, channels)."""
-    from ..networks.vae import CONFIG_KEY, vae_state_dict
+    Their network must be the one ``cfg`` describes (grid, spacing, latent size, channels), or
+    the one a level coarser (:func:`..networks.vae.refined`: half the grid, one level fewer), which
+    is then grown to ``cfg``'s grid, starting out as its own trilinearly upsampled output."""
+    from ..networks.vae import CONFIG_KEY, refined, refined_config, vae_state_dict
     from ..pipelines.latent_optimisation import load_prior
 
     model = load_prior(init)  # same name-or-path rule and checksum verification as inference
-    have, want = model.config, cfg.vae_config()
-    mismatched = [k for k in ("grid_shape", "spacing", "latent_dim", "channels")
-                  if tuple(np.ravel(getattr(have, k))) != tuple(np.ravel(getattr(want, k)))]
+    want = cfg.vae_config()
+    fields = ("grid_shape", "spacing", "latent_dim", "channels")
+
+    def differing(have):
+        return [k for k in fields if tuple(np.ravel(getattr(have, k))) != tuple(np.ravel(getattr(want, k)))]
+
+    mismatched = differing(model.config)
+    if mismatched and not differing(refined_config(model.config)):
+        model = refined(model)  # InputError if its first level is too narrow to grow
+        mismatched = []
     if mismatched:
         raise InputError(f"--init {init}: its network differs from the requested one in {', '.join(mismatched)} "
-                         f"({', '.join(f'{k}={getattr(have, k)}' for k in mismatched)}); pass the same --grid, "
-                         "--spacing, --latent and --channels.")
+                         f"({', '.join(f'{k}={getattr(model.config, k)}' for k in mismatched)}); pass the same "
+                         "--grid, --spacing, --latent and --channels, or twice its grid at half its spacing with "
+                         "one more level of channels[0] // 2 channels first (grown from it).")
     return {k: v for k, v in vae_state_dict(model).items() if k != CONFIG_KEY}
 
 
