@@ -86,6 +86,18 @@ def test_bench_small(tmp_path, capsys):
     assert (out / "dice_mean.png").exists()
 
 
+def test_bench_shift_search_is_reported_apart_from_plain_dice(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "--cases", "1", "--presets", "normal", "--seeds", "0", "--methods", "nearest",
+                 "--shift-search", "3", "--output", str(out)]) == 0
+    row, = csv.DictReader(open(out / "cases.csv"))
+    plain, searched = float(row["dice_mean"]), float(row["dice_shift_searched_mean"])
+    assert searched >= plain - 1e-9 and max(abs(float(row["shift_searched_di_px"])),
+                                           abs(float(row["shift_searched_dj_px"]))) <= 3
+    summary = (out / "summary.md").read_text()
+    assert "dice_shift_searched_mean" in summary and "NOT plain Dice" in summary
+
+
 def test_methods_and_help(capsys):
     assert main(["methods"]) == 0
     assert "centroid_shape_interp" in capsys.readouterr().out

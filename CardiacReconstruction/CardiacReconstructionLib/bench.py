@@ -165,15 +165,17 @@ def surface_scores(surfaces: Dict[str, object], truth: Dict[str, object]) -> Dic
     return row
 
 
-def score(case: Case, result: method_registry.Result) -> Dict[str, float]:
-    """Plain metrics of a result against the case's truth, and the displacement errors."""
+def score(case: Case, result: method_registry.Result, shift_search_px: Optional[int] = None) -> Dict[str, float]:
+    """Plain metrics of a result against the case's truth, and the displacement errors; with
+    ``shift_search_px``, also the (separately labelled) shift-searched Dice of :func:`.metrics.evaluate`."""
     return evaluate(result.labels, case.truth, estimated_displacements=result.displacements,
-                    true_displacements=case.true_displacements)
+                    true_displacements=case.true_displacements, shift_search_px=shift_search_px)
 
 
 def run_methods(case: Case, method_names: Sequence[str], slice_spacing: float, seed: int = 0,
                 method_options: Optional[Dict[str, dict]] = None, surfaces: bool = False,
-                device: str = "auto") -> List[Tuple[method_registry.Result, Dict[str, float]]]:
+                device: str = "auto", shift_search_px: Optional[int] = None
+                ) -> List[Tuple[method_registry.Result, Dict[str, float]]]:
     """Run each method on ``case`` and score it; timing and peak memory included per method.
     With ``surfaces``, methods that make no surfaces of their own get marching-cubes surfaces
     (``methods.run``); their time is excluded from ``time_s``."""
@@ -182,7 +184,7 @@ def run_methods(case: Case, method_names: Sequence[str], slice_spacing: float, s
         with PeakMemory() as mem:
             result = method_registry.run(name, case, slice_spacing=slice_spacing, seed=seed, device=device,
                                          surfaces=surfaces, **(method_options or {}).get(name, {}))
-        row = score(case, result) if case.truth is not None else {}
+        row = score(case, result, shift_search_px) if case.truth is not None else {}
         row.update(time_s=result.timings["total_s"], peak_mem_mib=mem.peak_mib)
         out.append((result, row))
     return out
@@ -191,12 +193,14 @@ def run_methods(case: Case, method_names: Sequence[str], slice_spacing: float, s
 def benchmark(anatomies: Iterable[Anatomy], presets: Sequence[str], method_names: Sequence[str],
               seeds: Sequence[int], slice_spacing_lr: float = 10.0,
               progress: Optional[Callable[[str], None]] = None, lax_views: Sequence[str] = (),
-              method_options: Optional[Dict[str, dict]] = None, surface_metrics: bool = False) -> List[dict]:
+              method_options: Optional[Dict[str, dict]] = None, surface_metrics: bool = False,
+              shift_search_px: Optional[int] = None) -> List[dict]:
     """Every (anatomy, preset, seed) case degraded and reconstructed by every method: one row
     per (case, method) with all metrics (with ``surface_metrics``, also :func:`surface_scores`
     of :func:`result_surfaces` against the anatomy's ground-truth surfaces). A method may be a
     variant with options, ``'name[key=value;...]'`` (:func:`parse_method_label`, e.g. an ablation);
-    ``method_options`` adds options per label."""
+    ``method_options`` adds options per label. ``shift_search_px`` adds the shift-searched Dice
+    columns (``dice_shift_searched_*``: after the best global in-plane translation; not plain Dice)."""
     rows = []
     for anatomy in anatomies:
         hr_spacing = float(anatomy.truth.spacing[2])
@@ -207,7 +211,8 @@ def benchmark(anatomies: Iterable[Anatomy], presets: Sequence[str], method_names
                 for label in method_names:
                     name, options = parse_method_label(label)
                     options = {name: {**options, **(method_options or {}).get(label, {})}}
-                    (result, metrics), = run_methods(case, [name], hr_spacing, seed, options)
+                    (result, metrics), = run_methods(case, [name], hr_spacing, seed, options,
+                                                     shift_search_px=shift_search_px)
                     if surface_metrics:
                         metrics.update(surface_scores(result_surfaces(result), anatomy.truth_surfaces()))
                     rows.append(dict(case=anatomy.name, preset=preset, seed=seed, method=label, **metrics))
