@@ -576,7 +576,7 @@ def _fused_labels(prior_probs: np.ndarray, case: Case, displacements: np.ndarray
 def latent_optimisation(case: Case, ctx: RunContext, iterations: int = 150, tolerance: float = 0.005,
                         starts: int = 3, rigid_iterations: int = 60, lax_weight: float = 0.3, gauge: str = "auto",
                         motion_sd_mm: float = 5.0, displacement_weight: float = 0.01, smoothness: float = 0.0,
-                        latent_weight: float = 1e-3, empty_slice_weight: float = 0.0, latent_step: float = 0.05,
+                        latent_weight: float = 1e-3, empty_slice_weight: float = 0.3, latent_step: float = 0.05,
                         shift_step_mm: float = 0.3, blur_voxels: float = 1.5, pixel_step: int = 0,
                         input_weight: float = 0.4, threads: int = 1, weights: str = DEFAULT_WEIGHTS) -> Result:
     """Registered as ``latent_optimisation``; see the module docstring and the options."""
@@ -683,9 +683,12 @@ OPTIONS = (
            minimum=0.0, maximum=100.0),
     Option("latent_weight", float, 1e-3, "Weight of the Gaussian prior |z|^2 / 2 on the latent code.",
            minimum=0.0, maximum=10.0),
-    Option("empty_slice_weight", float, 0.0, "Weight of slices without heart labels (slices with at least half "
-           "the median heart area weigh 1, smaller sections down to 0.3). 0 by default: asking the prior to end "
-           "exactly where the stack shows no heart made the fits worse in development.", minimum=0.0, maximum=1.0),
+    Option("empty_slice_weight", float, 0.3, "Weight of slices without heart labels (slices with at least half "
+           "the median heart area weigh 1, smaller sections down to 0.3; an empty slice is the smallest section, so "
+           "0.3 too). An empty slice says where the heart is not, whatever its in-plane shift: at 0 the prior was "
+           "free to grow into empty slices beyond the base and apex, which on phantom stacks of 6, 8 or 13 mm slices "
+           "cost 0.03-0.05 Dice (HD95 up to 12 mm); held-out CT hearts and 10 mm stacks changed by under 0.005.",
+           minimum=0.0, maximum=1.0),
     Option("latent_step", float, 0.05, "Adam step size for the latent code.", minimum=1e-5, maximum=10.0),
     Option("shift_step_mm", float, 0.3, "Adam step size (mm) for the displacements and the global shift.",
            minimum=1e-4, maximum=10.0),
