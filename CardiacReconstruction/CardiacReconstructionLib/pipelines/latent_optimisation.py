@@ -15,7 +15,10 @@ Slice s of the input stack, displaced by d_s (mm along the stack's i, j axes, co
 over (z, d, t), where ``G(z)(x)`` is the probability vector trilinearly interpolated at x
 (``torch.nn.functional.grid_sample``; nearest sampling would give a zero gradient for d and t,
 the public SRHeart demo's bug) and the long-axis views L_v are sampled at their pixel centres q
-from their own headers. Points outside the prior's box count as background.
+from their own headers. Points outside the prior's box count as background. The slice weights
+w_s (:func:`_slice_weights`) favour full sections over the partial basal and apical ones; slices
+without heart labels keep a small weight, since they tell where the heart ends (an empty slice
+stays empty under any in-plane shift).
 
 Gauge
 -----
@@ -687,7 +690,8 @@ OPTIONS = (
            "the median heart area weigh 1, smaller sections down to 0.3; an empty slice is the smallest section, so "
            "0.3 too). An empty slice says where the heart is not, whatever its in-plane shift: at 0 the prior was "
            "free to grow into empty slices beyond the base and apex, which on phantom stacks of 6, 8 or 13 mm slices "
-           "cost 0.03-0.05 Dice (HD95 up to 12 mm); held-out CT hearts and 10 mm stacks changed by under 0.005.",
+           "cost 0.02-0.04 Dice (HD95 up to 12 mm); on held-out CT hearts it changes Dice by under 0.005 "
+           "(Testing/benchmarks/lo_slice_spacing.sh).",
            minimum=0.0, maximum=1.0),
     Option("latent_step", float, 0.05, "Adam step size for the latent code.", minimum=1e-5, maximum=10.0),
     Option("shift_step_mm", float, 0.3, "Adam step size (mm) for the displacements and the global shift.",
