@@ -60,8 +60,8 @@ the iteration counts and losses in ``Result.diagnostics``.
 
 Speed: the in-plane sampling of the SAX slices uses a 2D path (:func:`_sample_parallel_planes`),
 only pixels within 15 mm of the labelled region are fitted, the decoder runs for one start
-only, and torch runs on one thread by default (option ``threads``): ~2-5 s per case on a
-2-core CPU with the shipped 32 x 64 x 64 prior.
+only, and torch runs on one thread by default (option ``threads``): median 5-9 s per case on a
+2-core CPU with the shipped 32 x 64 x 64 prior (``Testing/benchmarks/lo_bench.sh``).
 """
 
 from __future__ import annotations
