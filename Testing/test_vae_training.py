@@ -2,6 +2,7 @@
 a few training steps at a tiny grid that resume exactly from their checkpoint."""
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -121,6 +122,18 @@ def test_training_runs_and_resumes_exactly(tmp_path):
     card = (tmp_path / "weights" / entry["card"]).read_text()
     assert entry["sha256"] in card and "16 x 16 x 16" in card and "Validation" in card
     assert "--epochs 3 --lr 0.001 --seed 0 --register tiny_vae" in card  # the command that reproduces it
+    # ... including the grid and network, which are not the defaults here
+    assert "--grid 16,16,16 --spacing 10,10,10 --channels 4,8 --latent 4 --augmentations 1 --epochs 3" in card
+    assert "REDUCED grid" in card
+
+
+def test_model_card_of_the_shipped_prior_keeps_its_command_and_grid_note():
+    from CardiacReconstructionLib.training.lo import TrainConfig, _network_options
+
+    assert _network_options(asdict(TrainConfig())) == ""
+    grown = asdict(TrainConfig(grid_shape=(64, 128, 128), spacing=(1.25, 1.25, 2.0), channels=(8, 16, 32, 64, 128),
+                               augmentations=24))
+    assert _network_options(grown) == " --grid 64,128,128 --spacing 1.25,1.25,2 --channels 8,16,32,64,128 --augmentations 24"
 
 
 def test_resume_without_checkpoint_is_an_input_error(tmp_path):

@@ -368,6 +368,26 @@ def _plain(d):
     return json.loads(json.dumps(d))
 
 
+#: The SRHeart prior grid (k, j, i), the issue's default; the shipped prior is coarser.
+SRHEART_GRID = (64, 128, 128)
+
+#: ``train lo`` flags of the network and data settings, for the card's command line.
+_CARD_FLAGS = (("--grid", "grid_shape"), ("--spacing", "spacing"), ("--channels", "channels"),
+               ("--latent", "latent_dim"), ("--augmentations", "augmentations"))
+
+
+def _network_options(cfg: Dict) -> str:
+    """The flags of :data:`_CARD_FLAGS` whose values differ from the defaults (a grown or
+    differently sized prior is only reproduced with them)."""
+    defaults = asdict(TrainConfig())
+    out = ""
+    for flag, key in _CARD_FLAGS:
+        value, default = cfg[key], defaults[key]
+        if np.ravel(value).tolist() != np.ravel(default).tolist():
+            out += f" {flag} {','.join(f'{v:g}' for v in np.ravel(value))}"
+    return out
+
+
 def model_card(meta: Dict, sha256: str, name: str = "lo_vae") -> str:
     """Markdown model card of exported weights from their metadata (``lo_vae.json``)."""
     cfg, val = meta["train_config"], meta["validation"]
@@ -382,8 +402,10 @@ def model_card(meta: Dict, sha256: str, name: str = "lo_vae") -> str:
     population = ("healthy adult end-diastolic CT anatomy (19 people in the source model) and the ACDC "
                   "training patients (five diagnostic groups, ED and ES)") if cfg.get("acdc") else \
         "end-diastolic CT anatomy of healthy adults (19 people in the source model)"
-    options = (f"{' --acdc' if cfg.get('acdc') else ''} --epochs {cfg['epochs']} --lr {cfg['learning_rate']:g} "
-               f"--seed {cfg['seed']}{' --init ' + meta['init'] if meta.get('init') else ''}")
+    options = (f"{_network_options(cfg)}{' --acdc' if cfg.get('acdc') else ''} --epochs {cfg['epochs']} "
+               f"--lr {cfg['learning_rate']:g} --seed {cfg['seed']}{' --init ' + meta['init'] if meta.get('init') else ''}")
+    reduced = ("This is a REDUCED grid (the SRHeart default is 64 x 128 x 128 at 2 x 1.25 x 1.25 mm) so that "
+               "training and inference fit a 2-core CPU; a") if list(grid) != list(SRHEART_GRID) else "A"
     return f"""# Model card: `{name}` (shape prior of latent optimisation)
 
 A 3D beta-VAE over one-hot biventricular label maps (background, LV blood pool, LV myocardium,
@@ -395,10 +417,8 @@ RV blood pool), the prior of the `latent_optimisation` method (SRHeart: {meta['m
 - **Grid**: {grid[0]} x {grid[1]} x {grid[2]} voxels (k, j, i) at {sp[0]:g} x {sp[1]:g} x {sp[2]:g} mm (i, j, k), a
   {fov[0]:g} x {fov[1]:g} x {fov[2]:g} mm box (the SRHeart field of view) in the short-axis frame of the CT cohort:
   k from base to apex (mitral valve centre -> LV apex), i from the LV towards the RV (mitral -> tricuspid
-  valve centre), centred on the ventricles in-plane and on the mitral-apex midpoint along k. This is a
-  REDUCED grid (the SRHeart default is 64 x 128 x 128 at 2 x 1.25 x 1.25 mm) so that training and
-  inference fit a 2-core CPU; a model trained at another grid drops in unchanged (the grid is stored
-  with the weights).
+  valve centre), centred on the ventricles in-plane and on the mitral-apex midpoint along k.
+  {reduced} model trained at another grid drops in unchanged (the grid is stored with the weights).
 - **Network**: latent size {cfg['latent_dim']}, encoder channels {cfg['channels']} (strided 4x4x4 convolutions,
   one residual block), mirrored transposed-convolution decoder, no normalisation layers.
 - **Loss**: cross-entropy (mean over voxels) + beta x KL with free bits; beta = {cfg['beta']:g},
