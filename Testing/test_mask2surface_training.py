@@ -76,6 +76,37 @@ def test_vqvae_and_ldm_train_one_step(pairs_file, tmp_path):
     assert model.config.latent_scale > 0 and model.config.prediction_type == "sample"
 
 
+def test_ldm_fine_tunes_from_weights_with_bends(pairs_file, tmp_path):
+    """--init keeps the starting denoiser's latent scale and weights (before the first step);
+    --bend-mm trains with bent latents."""
+    vq = tm.train_vqvae(tm.SDGTrainConfig(minutes=5.0, max_steps=1, pairs=str(pairs_file), batch=1),
+                        tmp_path / "vq.pt", log=lambda *_: None)
+    first = tm.train_ldm(tm.SDGTrainConfig(minutes=5.0, max_steps=1, pairs=str(pairs_file), batch=2), vq,
+                         tmp_path / "ldm.pt", log=lambda *_: None)
+    logs = []
+    second = tm.train_ldm(tm.SDGTrainConfig(minutes=5.0, max_steps=1, pairs=str(pairs_file), batch=2, bend_mm=4.0,
+                                            lr=0.0), vq, tmp_path / "ldm2.pt", log=logs.append, init=str(first))
+    a, b = load_network(first, "ldm"), load_network(second, "ldm")
+    assert any("starting from the denoiser" in str(m) for m in logs)
+    assert b.config.latent_scale == a.config.latent_scale
+    for key, value in a.state_dict().items():  # learning rate 0: the step changed nothing
+        assert torch.equal(value, b.state_dict()[key]), key
+    with pytest.raises(InputError, match="use one"):
+        tm.train_ldm(tm.SDGTrainConfig(max_steps=1, pairs=str(pairs_file)), vq, tmp_path / "ldm.pt", resume=True,
+                     init=str(first))
+
+
+def test_bends_move_each_latent_slice_by_its_shift():
+    x = torch.zeros(1, 2, 3, 8, 8)
+    x[0, :, :, 4, 4] = 1.0
+    moved = tm.bend_latents(x, torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]]]))
+    peaks = [tuple(np.argwhere(moved[0, 0, k].numpy() > 0.5)[0]) for k in range(3)]
+    assert peaks == [(4, 4), (5, 4), (4, 6)] and torch.equal(moved[0, 0], moved[0, 1])
+    bends = tm.random_bends(4, 16, 1.5, torch.Generator().manual_seed(0))
+    assert bends.shape == (4, 16, 2) and float(bends.abs().max()) <= 1.5 * 5 / 3 + 1e-6
+    assert float(bends.diff(dim=1).abs().max()) < 0.5  # smooth along the slices: anatomy, not jitter
+
+
 def test_several_pairs_files_are_concatenated(pairs_file):
     one_c, one_t = tm._load_pairs(str(pairs_file), 20.0)
     two_c, two_t = tm._load_pairs(f"{pairs_file},{pairs_file}", 20.0)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -293,6 +293,8 @@ class SDGTrainConfig(BudgetConfig):
     batch: int = 2
     refresh_every: int = 10 ** 9  # no heart pool: the pairs are fixed
     pairs: str = ""
+    bend_mm: float = 0.0  # ldm: amplitude of the smooth long-axis bend augmentation (:func:`bend_latents`)
+    init: str = ""  # ldm: the weights the run started from (recorded for the model card)
 
 
 class _NoPool:
@@ -354,19 +356,62 @@ def encode_pairs(vqvae_weights, pairs, batch: int = 8):
         return enc(cond), enc(truth)
 
 
-def train_ldm(cfg: SDGTrainConfig, vqvae_weights, output: Path, resume: bool = False, log=print) -> Path:
+def bend_latents(latents, shifts_vox):
+    """Latents [B, C, K, J, I] with latent slice k moved in-plane by ``shifts_vox`` [B, K, 2] (j, i;
+    latent voxels, bilinear, border values continued)."""
+    import torch
+
+    b, c, k, j, i = latents.shape
+    flat = latents.permute(0, 2, 1, 3, 4).reshape(b * k, c, j, i)
+    theta = torch.zeros(b * k, 2, 3, dtype=latents.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    shifts = shifts_vox.reshape(b * k, 2).to(latents.dtype)
+    theta[:, 0, 2] = -2.0 * shifts[:, 1] / i  # grid x runs along i; sampling at x - d moves content by +d
+    theta[:, 1, 2] = -2.0 * shifts[:, 0] / j
+    grid = torch.nn.functional.affine_grid(theta, (b * k, c, j, i), align_corners=False)
+    out = torch.nn.functional.grid_sample(flat, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.reshape(b, k, c, j, i).permute(0, 2, 1, 3, 4)
+
+
+def random_bends(batch: int, n_slices: int, amplitude_vox: float, generator):
+    """[batch, n_slices, 2] smooth in-plane shifts along the long axis: a tilt and a bow per
+    in-plane axis (``a s + b (s^2 - 1/3)``, ``s`` in [-1, 1] over the slices, ``a``, ``b`` uniform in
+    +-amplitude)."""
+    import torch
+
+    s = torch.linspace(-1.0, 1.0, n_slices)
+    a, b = (torch.rand(2, batch, 1, 2, generator=generator) * 2 - 1) * amplitude_vox
+    return a * s[None, :, None] + b * (s[None, :, None] ** 2 - 1.0 / 3.0)
+
+
+def train_ldm(cfg: SDGTrainConfig, vqvae_weights, output: Path, resume: bool = False, log=print,
+              init: Optional[str] = None) -> Path:
     """The latent denoiser: DDPM training (random step, noise the target latent, predict it back
     from the noisy latent and the condition latent; MSE). Pairs are shifted together in-plane by
-    up to one latent voxel (augmentation)."""
+    up to one latent voxel (augmentation). ``init``: start from these denoiser weights (fine-tuning;
+    their latent scale is kept). ``cfg.bend_mm`` > 0 bends condition and target alike along the
+    long axis (:func:`random_bends`): the 15 training hearts share one way their ventricles curve
+    away from the SAX axis, and a denoiser that learned that curve "corrects" every other heart
+    towards it (phantom hearts: surfaces moved 2-3 mm at the base); a bend shared by condition and
+    target is anatomy, which the denoiser must keep, while per-slice jitter is motion to remove."""
     import torch
 
     from ..networks.latent_diffusion import LatentDenoiser, LDMConfig, ddpm_scheduler
+    from ..training.dsl_asv import load_network
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    if init and resume:
+        raise InputError("--resume continues a checkpoint and --init starts a new run from weights: use one.")
+    if init:
+        cfg = replace(cfg, init=str(init))
+    start = load_network(_weights_file(init), "ldm") if init else None
     cond, truth = encode_pairs(vqvae_weights, cfg.pairs)
-    scale = float(truth.std())
-    model = LatentDenoiser(LDMConfig(latent_scale=scale))
+    scale = start.config.latent_scale if start is not None else float(truth.std())
+    model = LatentDenoiser(start.config if start is not None else LDMConfig(latent_scale=scale))
+    if start is not None:
+        model.load_state_dict(start.state_dict())
+        log(f"starting from the denoiser {init}")
     scheduler = ddpm_scheduler(model.config)
     cond, truth = cond / scale, truth / scale
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -374,11 +419,15 @@ def train_ldm(cfg: SDGTrainConfig, vqvae_weights, output: Path, resume: bool = F
     step, already, history = _resume(model, opt, ckpt, resume, "ldm", log)
     gen = torch.Generator().manual_seed(cfg.seed + step)
     n_t = model.config.num_train_timesteps
+    latent_mm = _latent_voxel_mm(vqvae_weights)
 
     def sample_loss():
         idx = torch.randint(len(truth), (cfg.batch,), generator=gen)
         roll = tuple(torch.randint(-1, 2, (2,), generator=gen).tolist())  # one latent voxel = 4 SDG voxels
         x0, c = torch.roll(truth[idx], roll, dims=(3, 4)), torch.roll(cond[idx], roll, dims=(3, 4))
+        if cfg.bend_mm > 0:
+            bends = random_bends(cfg.batch, x0.shape[2], cfg.bend_mm / latent_mm, gen)
+            x0, c = bend_latents(x0, bends), bend_latents(c, bends)
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, n_t, (cfg.batch,), generator=gen)
         pred = model(scheduler.add_noise(x0, noise, t), t, c)
@@ -386,6 +435,21 @@ def train_ldm(cfg: SDGTrainConfig, vqvae_weights, output: Path, resume: bool = F
         return torch.nn.functional.mse_loss(pred, target)
 
     return _train_loop("ldm", model, opt, cfg, _NoPool(), 1, sample_loss, output, ckpt, step, already, history, log)
+
+
+def _weights_file(name_or_path: str) -> str:
+    """A weights file path: an existing path as it is, else a name in the weights manifest."""
+    from .. import weights
+
+    return name_or_path if Path(name_or_path).is_file() else str(weights.verify(name_or_path))
+
+
+def _latent_voxel_mm(vqvae_weights) -> float:
+    """In-plane size (mm) of one latent voxel of the VQ-VAE."""
+    from ..training.dsl_asv import load_network
+
+    cfg = load_network(vqvae_weights, "vqvae").config
+    return float(cfg.spacing_mm[0]) * cfg.downsampling
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,6 +488,13 @@ _CARD_TEXT = {
 }
 
 
+def _ldm_options(train: Dict) -> str:
+    """The denoiser command's options that are not the defaults."""
+    out = f" --lr {train['lr']:g}" if train.get("lr", 5e-4) != 5e-4 else ""
+    out += f" --init {Path(train['init']).name}" if train.get("init") else ""
+    return out + (f" --bend-mm {train['bend_mm']:g}" if train.get("bend_mm") else "")
+
+
 def _samples(kind: str, meta: Dict, train: Dict) -> int:
     """Training samples seen: MCSR counts its accumulated samples; the SDG networks draw a batch
     per step."""
@@ -442,7 +513,7 @@ def model_card(kind: str, weights_path, metrics: Dict[str, float], pairs_note: s
     title, what, command = _CARD_TEXT[kind]
     n_params = sum(int(np.prod(v.shape)) for v in obj["state_dict"].values())
     lines = [f"# {title}", "", what, "", "## Data and citation", "", CITATION, "", "## Training", "",
-             f"* Command: `{command.format(minutes=train.get('minutes', 0))}`",
+             f"* Command: `{command.format(minutes=train.get('minutes', 0))}{_ldm_options(train) if kind == 'ldm' else ''}`",
              f"* Device: {meta.get('device', 'cpu')}, torch {meta.get('torch', '?')}; "
              f"{meta.get('train_minutes', 0):.1f} min, {meta.get('steps', 0)} optimiser steps, "
              f"{_samples(kind, meta, train)} samples (a reduced CPU budget: no GPU was lent to this task).",
@@ -514,6 +585,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mcsr", help="pairs/validate/install: MCSR-Net weights")
     p.add_argument("--vqvae", help="ldm/validate/install: VQ-VAE weights")
     p.add_argument("--ldm", help="validate/install: latent denoiser weights")
+    p.add_argument("--init", metavar="WEIGHTS", help="ldm: start from these denoiser weights (a file, or a name in "
+                   "the weights manifest such as m2s_ldm): fine-tuning with a fresh optimiser")
+    p.add_argument("--lr", type=float, help="vqvae/ldm: initial Adam learning rate (cosine decay; default 5e-4)")
+    p.add_argument("--bend-mm", type=float, default=0.0,
+                   help="ldm: amplitude (mm) of the smooth long-axis bend shared by condition and target "
+                        "(augmentation; 0: off)")
 
 
 def main(args) -> int:
@@ -545,11 +622,14 @@ def main(args) -> int:
     else:
         if not args.pairs:
             raise InputError(f"train mask2surface {args.stage} needs --pairs PAIRS.npz.")
-        cfg = SDGTrainConfig(**budget_from_arguments(args), pairs=args.pairs, batch=2 if args.stage == "vqvae" else 8)
+        if args.stage == "vqvae" and (args.init or args.bend_mm):
+            raise InputError("--init and --bend-mm are options of the ldm stage.")
+        cfg = SDGTrainConfig(**budget_from_arguments(args), pairs=args.pairs, batch=2 if args.stage == "vqvae" else 8,
+                             bend_mm=args.bend_mm, **({"lr": args.lr} if args.lr else {}))
         if args.stage == "vqvae":
             train_vqvae(cfg, output, args.resume)
         else:
             if not args.vqvae:
                 raise InputError("train mask2surface ldm needs --vqvae VQVAE.pt.")
-            train_ldm(cfg, args.vqvae, output, args.resume)
+            train_ldm(cfg, args.vqvae, output, args.resume, init=args.init)
     return 0
