@@ -55,9 +55,9 @@ DEFAULT_DDIM_STEPS = 10
 #: plausible but noisy shape; the average estimates the posterior mean, which is what a distance
 #: to the truth rewards. Chosen on training hearts (fresh degradations, never the held-out ones)
 #: with the CT-only networks: Chamfer 0.94 mm for one sample, 0.84 for four, 0.81 for eight
-#: (MCSR-Net alone 0.85, the C-SDG 0.87); with the shipped CT + MRI networks the held-out benchmark
-#: still favours eight (CT 0.845 vs 0.877 mm for one). Eight take ~9 s per case on the 2-core CPU,
-#: one ~5 s.
+#: (MCSR-Net alone 0.85, the C-SDG 0.87); with the shipped networks the held-out benchmark still
+#: favours eight (CT normal motion 0.803 vs 0.835 mm for one). Eight take ~14 s per case on the
+#: 2-core CPU (benchmark median), one ~6 s.
 DEFAULT_SAMPLES = 8
 #: Windowed-sinc iterations on the decoded level sets: on training hearts 15 iterations cut the
 #: robust mean-curvature spread of the myocardial surface from 0.17 to 0.07 1/mm and changed the
