@@ -91,6 +91,8 @@ def test_ldm_fine_tunes_from_weights_with_bends(pairs_file, tmp_path):
     assert b.config.latent_scale == a.config.latent_scale
     for key, value in a.state_dict().items():  # learning rate 0: the step changed nothing
         assert torch.equal(value, b.state_dict()[key]), key
+    assert "--lr 0 --init ldm.pt --bend-mm 4`" in tm.model_card("ldm", second, {})  # the card reproduces the run
+    assert "--init" not in tm.model_card("ldm", first, {})
     with pytest.raises(InputError, match="use one"):
         tm.train_ldm(tm.SDGTrainConfig(max_steps=1, pairs=str(pairs_file)), vq, tmp_path / "ldm.pt", resume=True,
                      init=str(first))

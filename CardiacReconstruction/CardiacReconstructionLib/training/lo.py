@@ -368,9 +368,6 @@ def _plain(d):
     return json.loads(json.dumps(d))
 
 
-#: The SRHeart prior grid (k, j, i), the issue's default; the shipped prior is coarser.
-SRHEART_GRID = (64, 128, 128)
-
 #: ``train lo`` flags of the network and data settings, for the card's command line.
 _CARD_FLAGS = (("--grid", "grid_shape"), ("--spacing", "spacing"), ("--channels", "channels"),
                ("--latent", "latent_dim"), ("--augmentations", "augmentations"))
@@ -390,6 +387,8 @@ def _network_options(cfg: Dict) -> str:
 
 def model_card(meta: Dict, sha256: str, name: str = "lo_vae") -> str:
     """Markdown model card of exported weights from their metadata (``lo_vae.json``)."""
+    from ..cohort import DEFAULT_GRID_SHAPE as SRHEART_GRID_SHAPE  # the cohort's SAX grid is SRHeart's
+
     cfg, val = meta["train_config"], meta["validation"]
     grid, sp = cfg["grid_shape"], cfg["spacing"]
     fov = [n * s for n, s in zip(grid[::-1], sp)]
@@ -405,7 +404,7 @@ def model_card(meta: Dict, sha256: str, name: str = "lo_vae") -> str:
     options = (f"{_network_options(cfg)}{' --acdc' if cfg.get('acdc') else ''} --epochs {cfg['epochs']} "
                f"--lr {cfg['learning_rate']:g} --seed {cfg['seed']}{' --init ' + meta['init'] if meta.get('init') else ''}")
     reduced = ("This is a REDUCED grid (the SRHeart default is 64 x 128 x 128 at 2 x 1.25 x 1.25 mm) so that "
-               "training and inference fit a 2-core CPU; a") if list(grid) != list(SRHEART_GRID) else "A"
+               "training and inference fit a 2-core CPU; a") if list(grid) != list(SRHEART_GRID_SHAPE) else "A"
     return f"""# Model card: `{name}` (shape prior of latent optimisation)
 
 A 3D beta-VAE over one-hot biventricular label maps (background, LV blood pool, LV myocardium,

@@ -343,13 +343,10 @@ def train_vqvae(cfg: SDGTrainConfig, output: Path, resume: bool = False, log=pri
                        log)
 
 
-def encode_pairs(vqvae_weights, pairs, batch: int = 8):
-    """(condition latents, truth latents) of every pair with the trained VQ-VAE."""
+def encode_pairs(vqvae, pairs, batch: int = 8):
+    """(condition latents, truth latents) of every pair with the trained VQ-VAE (a loaded network)."""
     import torch
 
-    from ..training.dsl_asv import load_network
-
-    vqvae = load_network(vqvae_weights, "vqvae")
     cond, truth = _load_pairs(pairs, vqvae.config.clip_mm)
     with torch.no_grad():
         enc = lambda a: torch.cat([vqvae.encode(a[i:i + batch]) for i in range(0, len(a), batch)])  # noqa: E731
@@ -406,9 +403,10 @@ def train_ldm(cfg: SDGTrainConfig, vqvae_weights, output: Path, resume: bool = F
     if init:
         cfg = replace(cfg, init=str(init))
     start = load_network(_weights_file(init), "ldm") if init else None
-    cond, truth = encode_pairs(vqvae_weights, cfg.pairs)
-    scale = start.config.latent_scale if start is not None else float(truth.std())
-    model = LatentDenoiser(start.config if start is not None else LDMConfig(latent_scale=scale))
+    vqvae = load_network(vqvae_weights, "vqvae")
+    cond, truth = encode_pairs(vqvae, cfg.pairs)
+    model = LatentDenoiser(start.config if start is not None else LDMConfig(latent_scale=float(truth.std())))
+    scale = model.config.latent_scale
     if start is not None:
         model.load_state_dict(start.state_dict())
         log(f"starting from the denoiser {init}")
@@ -419,7 +417,7 @@ def train_ldm(cfg: SDGTrainConfig, vqvae_weights, output: Path, resume: bool = F
     step, already, history = _resume(model, opt, ckpt, resume, "ldm", log)
     gen = torch.Generator().manual_seed(cfg.seed + step)
     n_t = model.config.num_train_timesteps
-    latent_mm = _latent_voxel_mm(vqvae_weights)
+    latent_mm = float(vqvae.config.spacing_mm[0]) * vqvae.config.downsampling  # in-plane size of a latent voxel
 
     def sample_loss():
         idx = torch.randint(len(truth), (cfg.batch,), generator=gen)
@@ -442,14 +440,6 @@ def _weights_file(name_or_path: str) -> str:
     from .. import weights
 
     return name_or_path if Path(name_or_path).is_file() else str(weights.verify(name_or_path))
-
-
-def _latent_voxel_mm(vqvae_weights) -> float:
-    """In-plane size (mm) of one latent voxel of the VQ-VAE."""
-    from ..training.dsl_asv import load_network
-
-    cfg = load_network(vqvae_weights, "vqvae").config
-    return float(cfg.spacing_mm[0]) * cfg.downsampling
 
 
 # ---------------------------------------------------------------------------------------------
@@ -490,7 +480,8 @@ _CARD_TEXT = {
 
 def _ldm_options(train: Dict) -> str:
     """The denoiser command's options that are not the defaults."""
-    out = f" --lr {train['lr']:g}" if train.get("lr", 5e-4) != 5e-4 else ""
+    default_lr = SDGTrainConfig.lr
+    out = f" --lr {train['lr']:g}" if train.get("lr", default_lr) != default_lr else ""
     out += f" --init {Path(train['init']).name}" if train.get("init") else ""
     return out + (f" --bend-mm {train['bend_mm']:g}" if train.get("bend_mm") else "")
 
@@ -587,7 +578,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ldm", help="validate/install: latent denoiser weights")
     p.add_argument("--init", metavar="WEIGHTS", help="ldm: start from these denoiser weights (a file, or a name in "
                    "the weights manifest such as m2s_ldm): fine-tuning with a fresh optimiser")
-    p.add_argument("--lr", type=float, help="vqvae/ldm: initial Adam learning rate (cosine decay; default 5e-4)")
+    p.add_argument("--lr", type=float, help=f"vqvae/ldm: initial Adam learning rate (cosine decay; default "
+                   f"{SDGTrainConfig.lr:g})")
     p.add_argument("--bend-mm", type=float, default=0.0,
                    help="ldm: amplitude (mm) of the smooth long-axis bend shared by condition and target "
                         "(augmentation; 0: off)")
