@@ -92,6 +92,23 @@ def test_unknown_name_lists_installed_weights(tiny_state, folder):
         weights.verify("../escape", directory=folder)
 
 
+def test_resolve_takes_a_path_or_a_verified_name(tiny_state, folder, tmp_path, monkeypatch):
+    _, path = tiny_state
+    weights.register("tiny-net", path, "card", directory=folder)
+    assert weights.resolve(path, directory=folder) == path  # a file as it is
+    assert weights.resolve("tiny-net", directory=folder) == folder / "tiny-net.pt"  # a name, verified
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny-net").write_bytes(b"not weights")  # a same-named file does not shadow the name
+    assert weights.resolve("tiny-net", directory=folder) == folder / "tiny-net.pt"
+    with pytest.raises(InputError, match=r"No weights file .*missing\.pt.*tiny-net"):
+        weights.resolve(tmp_path / "missing.pt", directory=folder)
+    with pytest.raises(InputError, match="No model weights named 'other'"):
+        weights.resolve("other", directory=folder)
+    (folder / "tiny-net.pt").write_bytes(b"corrupted")
+    with pytest.raises(InputError, match="corrupt"):
+        weights.resolve("tiny-net", directory=folder)
+
+
 def test_environment_variable_overrides_the_folder(tiny_state, folder, monkeypatch):
     _, path = tiny_state
     weights.register("net", path, "card", directory=folder)

@@ -107,6 +107,21 @@ def verify(name: str, directory: Union[str, os.PathLike, None] = None) -> Path:
     return path
 
 
+def resolve(name_or_path: Union[str, os.PathLike], directory: Union[str, os.PathLike, None] = None) -> Path:
+    """The weights file a user means: a path (it has a folder separator or a ``.pt`` suffix) must
+    be an existing file; anything else is a name in the manifest (:func:`verify`: SHA-256 checked).
+    Why one rule: every option that takes weights (``weights=``, ``--init``, ``--vqvae``...) accepts
+    both, and a name never silently picks up a same-named file in the working folder."""
+    text = os.fspath(name_or_path)
+    path = Path(text)
+    if path.suffix == ".pt" or any(sep and sep in text for sep in (os.sep, os.altsep)):
+        if not path.is_file():
+            raise InputError(f"No weights file {path}: give an existing .pt file or the name of shipped weights "
+                             f"({', '.join(sorted(manifest(directory))) or 'none installed'}).")
+        return path
+    return verify(text, directory)
+
+
 def load_state_dict(name: str, map_location="cpu", directory: Union[str, os.PathLike, None] = None) -> dict:
     """The verified state dict of weights ``name``, loaded without unpickling any code."""
     import torch

@@ -67,9 +67,7 @@ only, and torch runs on one thread by default (option ``threads``): median 5-9 s
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -164,13 +162,10 @@ def labels_on_prior_grid(hr_labels: Volume, sax: Volume, config) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4)
 def _load_prior_cached(source: str, device: str):
-    from ..networks.vae import load_vae, vae_from_state_dict
-
-    if Path(source).suffix == ".pt" or os.sep in source:
-        return load_vae(source, map_location=device)
     from .. import weights
+    from ..networks.vae import load_vae
 
-    return vae_from_state_dict(weights.load_state_dict(source, map_location="cpu"), map_location=device)
+    return load_vae(weights.resolve(source), map_location=device)
 
 
 def load_prior(weights_name_or_path: str = DEFAULT_WEIGHTS, device: str = "cpu"):

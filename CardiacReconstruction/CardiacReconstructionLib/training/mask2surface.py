@@ -37,6 +37,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from .. import weights
 from ..errors import InputError
 from .dsl_asv import (BudgetConfig, HeartPool, _checkpoint_path, _cohort_paths, _onehot_t, _resume, _train_loop,
                       add_budget_arguments, budget_from_arguments, crop_to_heart, dsl_loss, random_motion)
@@ -402,7 +403,7 @@ def train_ldm(cfg: SDGTrainConfig, vqvae_weights, output: Path, resume: bool = F
         raise InputError("--resume continues a checkpoint and --init starts a new run from weights: use one.")
     if init:
         cfg = replace(cfg, init=str(init))
-    start = load_network(_weights_file(init), "ldm") if init else None
+    start = load_network(weights.resolve(init), "ldm") if init else None
     vqvae = load_network(vqvae_weights, "vqvae")
     cond, truth = encode_pairs(vqvae, cfg.pairs)
     model = LatentDenoiser(start.config if start is not None else LDMConfig(latent_scale=float(truth.std())))
@@ -433,13 +434,6 @@ def train_ldm(cfg: SDGTrainConfig, vqvae_weights, output: Path, resume: bool = F
         return torch.nn.functional.mse_loss(pred, target)
 
     return _train_loop("ldm", model, opt, cfg, _NoPool(), 1, sample_loss, output, ckpt, step, already, history, log)
-
-
-def _weights_file(name_or_path: str) -> str:
-    """A weights file path: an existing path as it is, else a name in the weights manifest."""
-    from .. import weights
-
-    return name_or_path if Path(name_or_path).is_file() else str(weights.verify(name_or_path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -547,7 +541,6 @@ def validate(root=None, seeds=(0, 1, 2), presets=("normal", "mask2surface"), log
 def install_weights(paths: Dict[str, str], metrics: Dict[str, float], pairs_note: str = "", directory=None,
                     log=print) -> None:
     """Register the three weights files with model cards in the weights folder (manifest)."""
-    from .. import weights
     from ..pipelines.mask2surface import LDM_WEIGHTS, MCSR_WEIGHTS, VQVAE_WEIGHTS
 
     names = {"mcsr": MCSR_WEIGHTS, "vqvae": VQVAE_WEIGHTS, "ldm": LDM_WEIGHTS}
