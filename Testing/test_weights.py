@@ -100,7 +100,7 @@ def test_resolve_takes_a_path_or_a_verified_name(tiny_state, folder, tmp_path, m
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny-net").write_bytes(b"not weights")  # a same-named file does not shadow the name
     assert weights.resolve("tiny-net", directory=folder) == folder / "tiny-net.pt"
-    with pytest.raises(InputError, match=r"No weights file .*missing\.pt.*tiny-net"):
+    with pytest.raises(InputError, match=r"Weights file .*missing\.pt not found.*tiny-net"):
         weights.resolve(tmp_path / "missing.pt", directory=folder)
     with pytest.raises(InputError, match="No model weights named 'other'"):
         weights.resolve("other", directory=folder)

@@ -116,7 +116,7 @@ def resolve(name_or_path: Union[str, os.PathLike], directory: Union[str, os.Path
     path = Path(text)
     if path.suffix == ".pt" or any(sep and sep in text for sep in (os.sep, os.altsep)):
         if not path.is_file():
-            raise InputError(f"No weights file {path}: give an existing .pt file or the name of shipped weights "
+            raise InputError(f"Weights file {path} not found: give an existing .pt file or the name of shipped weights "
                              f"({', '.join(sorted(manifest(directory))) or 'none installed'}).")
         return path
     return verify(text, directory)
