@@ -366,3 +366,14 @@ def test_acdc_pseudo_hr_through_the_baseline():
     assert hr.shape[0] * 2.0 == pytest.approx(sax.shape[0] * 10.0)  # the same slab
     for label in (1, 2, 3):
         assert ml(hr, label) == pytest.approx(ml(sax, label), rel=0.2)
+
+
+def test_acdc_anatomies_are_pseudo_hr_validation_stacks():
+    from CardiacReconstructionLib.bench import acdc_anatomies
+
+    val = cohort.acdc_split(which="val")
+    anatomies = acdc_anatomies(2, every=3)
+    assert [a.name for a in anatomies] == list(val[::3][:2])
+    sax = cohort.load_acdc(None, val[0])
+    assert anatomies[0].truth.shape[0] > sax.shape[0]  # super-resolved through-plane
+    assert set(np.unique(anatomies[0].truth.array)) <= {0, 1, 2, 3}

@@ -135,6 +135,15 @@ def cohort_anatomies(root, n: Optional[int] = None, mode: str = "biventricular")
 SURFACE_TRUTH_SPACING_MM = 1.0
 
 
+def acdc_anatomies(n: int, every: int = 1, root=None) -> List[Anatomy]:
+    """MRI-shaped hearts never trained on: every ``every``-th ACDC validation stack (the first
+    ``n``), each as its pseudo high-resolution shape (:func:`.cohort.acdc_pseudo_hr`; an
+    approximate truth, surfaces from its labels)."""
+    from .cohort import acdc_pseudo_hr, acdc_split, load_acdc
+
+    return [Anatomy(k, acdc_pseudo_hr(load_acdc(root, k))) for k in acdc_split(root, "val")[::every][:n]]
+
+
 def result_surfaces(result: method_registry.Result) -> Dict[str, object]:
     """The surfaces of :data:`..sdf.SURFACE_KEYS` a result is judged by: its own where the method
     made them (Mask2Surface), otherwise marching cubes at 0.5 of its label masks without smoothing

@@ -110,8 +110,10 @@ def verify(name: str, directory: Union[str, os.PathLike, None] = None) -> Path:
 def resolve(name_or_path: Union[str, os.PathLike], directory: Union[str, os.PathLike, None] = None) -> Path:
     """The weights file a user means: a path (it has a folder separator or a ``.pt`` suffix) must
     be an existing file; anything else is a name in the manifest (:func:`verify`: SHA-256 checked).
-    Why one rule: every option that takes weights (``weights=``, ``--init``, ``--vqvae``...) accepts
-    both, and a name never silently picks up a same-named file in the working folder."""
+    Why one rule: the options that accept both (latent optimisation's ``weights=``, ``train lo
+    --init``, ``train mask2surface ldm --init``) read them alike, and a name never silently picks
+    up a same-named file in the working folder. (Options that take only a file, such as
+    ``--vqvae``, load it as given.)"""
     text = os.fspath(name_or_path)
     path = Path(text)
     if path.suffix == ".pt" or any(sep and sep in text for sep in (os.sep, os.altsep)):

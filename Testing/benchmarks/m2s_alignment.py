@@ -25,7 +25,6 @@ truth = its pseudo high-resolution shape. About 20 s per case on the 2-core CPU.
 """
 
 import argparse
-import os
 
 import numpy as np
 
@@ -98,12 +97,10 @@ def analyse(anatomy, preset, seed, models):
 
 def anatomies(source, n):
     if source == "ct":
-        return list(bench.cohort_anatomies(os.environ["CARDIAC_RECON_DATA"] + "/wholeheart_ct", n))
+        return list(bench.cohort_anatomies(None, n))
     if source == "phantom":
         return list(bench.phantom_anatomies(n))
-    from CardiacReconstructionLib.cohort import acdc_pseudo_hr, acdc_split, load_acdc
-
-    return [bench.Anatomy(k, acdc_pseudo_hr(load_acdc(None, k))) for k in acdc_split(None, "val")[::3][:n]]
+    return bench.acdc_anatomies(n, every=3)
 
 
 def main() -> None:

@@ -19,8 +19,7 @@ import argparse
 
 import numpy as np
 
-from CardiacReconstructionLib.bench import Anatomy, benchmark, parse_list
-from CardiacReconstructionLib.cohort import acdc_pseudo_hr, acdc_split, load_acdc
+from CardiacReconstructionLib.bench import acdc_anatomies, benchmark, parse_list
 from CardiacReconstructionLib.pipelines import mask2surface as m2s
 
 SURFACE_METRICS = ("dice_MYO", "chamfer_mean_mm", "chamfer_LV_myocardium_mm", "surface_assd_mean_mm")
@@ -40,8 +39,8 @@ def main() -> None:
     p.add_argument("--vqvae")
     p.add_argument("--ldm")
     args = p.parse_args()
-    keys = acdc_split(None, "val")[::args.every][:args.count]
-    anatomies = [Anatomy(k, acdc_pseudo_hr(load_acdc(None, k))) for k in keys]
+    anatomies = acdc_anatomies(args.count, args.every)
+    keys = [a.name for a in anatomies]
     seeds = [int(s) for s in args.seeds.split(",")]
     metrics = SURFACE_METRICS if args.surfaces else LABEL_METRICS
     print(f"{len(keys)} ACDC validation stacks ({', '.join(keys)}), seeds {seeds}")
