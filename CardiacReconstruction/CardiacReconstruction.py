@@ -589,7 +589,7 @@ class CardiacReconstructionLogic(ScriptedLoadableModuleLogic):
     def deviceDescription() -> str:
         """Detected device, torch version and CUDA build (engine's device.describe)."""
         try:
-            from CardiacReconstructionLib import device
+            from CardiacReconstructionLib.core import device
         except ImportError:
             return _("Unknown until the module's Python packages are installed (press Apply).")
         return device.describe()
@@ -675,7 +675,7 @@ class CardiacReconstructionLogic(ScriptedLoadableModuleLogic):
     def _readInputs(saxNode, outputSegmentation, lax2ch, lax3ch, lax4ch, imageNode, convention):
         """The engine case of the input nodes and the label-mapping messages (nodes untouched)."""
         from CardiacReconstructionLib import mrml
-        from CardiacReconstructionLib.errors import InputError
+        from CardiacReconstructionLib.core.errors import InputError
 
         if saxNode is None:
             raise InputError("Select the SAX segmentation.")
@@ -839,11 +839,12 @@ class CardiacReconstructionTest(ScriptedLoadableModuleTest):
     def _phantomCase(self):
         """A seeded heart phantom, degraded with 'normal' breath-hold motion at 10 mm slices,
         with its SAX stack and 4-chamber view added to the scene as segmentations."""
-        from CardiacReconstructionLib import degrade, mrml, phantom
+        from CardiacReconstructionLib import mrml
+        from CardiacReconstructionLib.simulation import cases, phantom
 
         heart = phantom.make_phantom(seed=0)
-        case = degrade.make_case(heart.truth, "normal", seed=0, slice_spacing=10.0, lax_views=("4ch",),
-                                 landmarks=heart.landmarks)
+        case = cases.make_case(heart.truth, "normal", seed=0, slice_spacing=10.0, lax_views=("4ch",),
+                               landmarks=heart.landmarks)
         saxNode = mrml.write_segmentation_node(case.sax, name="Phantom SAX")
         laxNode = mrml.write_segmentation_node(case.lax[0].labels, name="Phantom LAX 4ch")
         return case, saxNode, laxNode
@@ -857,7 +858,8 @@ class CardiacReconstructionTest(ScriptedLoadableModuleTest):
         return sorted(n.GetID() for n in nodes if not n.IsA("vtkMRMLSubjectHierarchyNode"))
 
     def _checkOutputs(self, outputs, case, label):
-        from CardiacReconstructionLib import metrics, mrml
+        from CardiacReconstructionLib import mrml
+        from CardiacReconstructionLib.evaluation import metrics
 
         segmentation = outputs["segmentation"].GetSegmentation()
         names = {segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())}

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from CardiacReconstructionLib import cohort
-from CardiacReconstructionLib.geometry import Volume, make_ijk_to_ras
+from CardiacReconstructionLib.training import cohort
+from CardiacReconstructionLib.core.geometry import Volume, make_ijk_to_ras
 
 DATA = cohort.default_data_root()
 needs_ct = pytest.mark.skipif(not (DATA / cohort.CT_DIR).is_dir(),

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from CardiacReconstructionLib import methods
-from CardiacReconstructionLib.baselines import centroid_displacements, shape_based_interpolation
-from CardiacReconstructionLib.case import Case
-from CardiacReconstructionLib.errors import InputError
-from CardiacReconstructionLib.geometry import Volume
+from CardiacReconstructionLib.methods.baselines import centroid_displacements, shape_based_interpolation
+from CardiacReconstructionLib.core.case import Case
+from CardiacReconstructionLib.core.errors import InputError
+from CardiacReconstructionLib.core.geometry import Volume
 from conftest import oblique_matrix, ring_stack
 
 BASELINES = ["nearest", "linear", "shape_interp", "centroid_shape_interp"]
@@ -90,7 +90,7 @@ def test_unknown_option_and_method():
 
 
 def test_progress_and_cancel():
-    from CardiacReconstructionLib.errors import Cancelled
+    from CardiacReconstructionLib.core.errors import Cancelled
 
     seen = []
     methods.run("centroid_shape_interp", Case(sax=ring_stack(n_slices=4)), progress=lambda f, m: seen.append(f))

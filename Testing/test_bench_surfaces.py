@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 from vtkmodules.vtkFiltersSources import vtkSphereSource
 
-from CardiacReconstructionLib.bench import parse_method_label, result_surfaces, surface_scores
-from CardiacReconstructionLib.errors import InputError
-from CardiacReconstructionLib.geometry import Volume, make_ijk_to_ras
-from CardiacReconstructionLib.labels import LV, MYO, RV
+from CardiacReconstructionLib.evaluation.bench import parse_method_label, result_surfaces, surface_scores
+from CardiacReconstructionLib.core.errors import InputError
+from CardiacReconstructionLib.core.geometry import Volume, make_ijk_to_ras
+from CardiacReconstructionLib.core.labels import LV, MYO, RV
 from CardiacReconstructionLib.methods import Result
-from CardiacReconstructionLib.metrics import curvature_spread, mesh_assd
-from CardiacReconstructionLib.sdf import SURFACE_KEYS
-from CardiacReconstructionLib.surfaces import open_edge_count
+from CardiacReconstructionLib.evaluation.metrics import curvature_spread, mesh_assd
+from CardiacReconstructionLib.core.sdf import SURFACE_KEYS
+from CardiacReconstructionLib.core.surfaces import open_edge_count
 
 
 def _sphere(radius, resolution=60):

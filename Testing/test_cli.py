@@ -8,11 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from CardiacReconstructionLib import io
+from CardiacReconstructionLib.core import io
 from CardiacReconstructionLib.cli import main
-from CardiacReconstructionLib.degrade import make_case
-from CardiacReconstructionLib.geometry import Volume
-from CardiacReconstructionLib.phantom import make_phantom
+from CardiacReconstructionLib.simulation.cases import make_case
+from CardiacReconstructionLib.core.geometry import Volume
+from CardiacReconstructionLib.simulation.phantom import make_phantom
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,16 @@ skip when it is absent. Grids are reduced (32 x 64 x 64 at 2.5 x 2.5 x 4 mm, sam
 128 mm field as the default) to keep the file fast.
 """
 
-import importlib.util
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from CardiacReconstructionLib import cohort
-from CardiacReconstructionLib.errors import InputError
-from CardiacReconstructionLib.geometry import Volume, make_ijk_to_ras
-from CardiacReconstructionLib.labels import detect_convention
+from CardiacReconstructionLib.anatomy import frame as frame_mod
+from CardiacReconstructionLib.training import cohort
+from CardiacReconstructionLib.core.errors import InputError
+from CardiacReconstructionLib.core.geometry import Volume, make_ijk_to_ras
+from CardiacReconstructionLib.core.labels import detect_convention
 from conftest import DATA, needs_acdc, needs_ct
 
 SMALL = dict(grid_shape=(32, 64, 64), spacing=(2.5, 2.5, 4.0))
@@ -101,28 +101,28 @@ TOY_LANDMARKS = {"mitral_valve_centre": [0, 0, 0], "lv_apex": [0, 0, 90], "tricu
 
 
 def test_sax_frame_on_hand_made_landmarks():
-    frame = cohort.sax_frame(TOY_LANDMARKS)
+    frame = frame_mod.sax_frame(TOY_LANDMARKS)
     np.testing.assert_allclose(frame.axes, np.eye(3), atol=1e-12)  # i=x (to RV), j=z x x=y, k=z
     np.testing.assert_allclose(frame.centre, [0, 0, 45])  # mitral-apex midpoint without labels
     labels = np.zeros((5, 5, 5), np.uint8)
     labels[4, 2, 0] = 1  # one LV voxel at x=4, y=2, z=0 (x, y, z index order)
-    frame = cohort.sax_frame(TOY_LANDMARKS, labels, origin=(10, 20, 30), spacing=2.0)
+    frame = frame_mod.sax_frame(TOY_LANDMARKS, labels, origin=(10, 20, 30), spacing=2.0)
     # In-plane: the centroid (18, 24, 30); along the long axis: the midpoint (z=45).
     np.testing.assert_allclose(frame.centre, [18, 24, 45])
     geo = frame.geometry((3, 4, 5), (1.0, 2.0, 3.0))
     np.testing.assert_allclose(geo.origin, [18 - 2, 24 - 3, 45 - 3])
     np.testing.assert_allclose(geo.index_to_ras([2, 1.5, 1]), frame.centre)
     with pytest.raises(InputError, match="lv_apex"):
-        cohort.sax_frame({"mitral_valve_centre": [0, 0, 0]})
+        frame_mod.sax_frame({"mitral_valve_centre": [0, 0, 0]})
     with pytest.raises(InputError, match="labels 1-3"):
-        cohort.sax_frame(TOY_LANDMARKS, np.zeros((3, 3, 3), np.uint8))
+        frame_mod.sax_frame(TOY_LANDMARKS, np.zeros((3, 3, 3), np.uint8))
 
 
 def test_valve_plane_normal_is_closest_to_the_long_axis():
     k = np.array([0.0, 0.0, 1.0])
-    flat = cohort.valve_plane(np.zeros(3), np.array([10.0, 0, 0]), k)
+    flat = frame_mod.valve_plane(np.zeros(3), np.array([10.0, 0, 0]), k)
     np.testing.assert_allclose(flat.normal, k)
-    tilted = cohort.valve_plane(np.zeros(3), np.array([10.0, 0, -10]), k)  # valve line at 45 degrees
+    tilted = frame_mod.valve_plane(np.zeros(3), np.array([10.0, 0, -10]), k)  # valve line at 45 degrees
     np.testing.assert_allclose(tilted.normal, np.array([1, 0, 1]) / np.sqrt(2))
     assert tilted.signed_distance([10, 0, -10]) == pytest.approx(0)  # both centres lie in the plane
     assert tilted.signed_distance([0, 0, 5]) > 0  # apical side is positive
@@ -137,7 +137,7 @@ def test_cut_at_valve_planes_on_a_hand_made_volume():
     vol = Volume(arr, make_ijk_to_ras(origin=(0, 0, -5)))
     before = arr.copy()
     landmarks = dict(TOY_LANDMARKS, tricuspid_valve_centre=[30, 0, 2], pulmonary_valve_centre=[40, 0, 2])
-    cut = cohort.cut_at_valve_planes(vol, landmarks)
+    cut = frame_mod.cut_at_valve_planes(vol, landmarks)
     np.testing.assert_array_equal(vol.array, before)  # input untouched
     z = np.arange(11) - 5
     for label, plane_z in ((1, 0), (2, 0), (3, 2)):  # mitral-aortic plane z = 0, right plane z = 2
@@ -147,7 +147,7 @@ def test_cut_at_valve_planes_on_a_hand_made_volume():
 
 
 def test_right_plane_follows_the_tricuspid():
-    planes = cohort.valve_planes(TOY_LANDMARKS)
+    planes = frame_mod.valve_planes(TOY_LANDMARKS)
     np.testing.assert_allclose(planes["right"].normal, [0, 0, 1])
     assert planes["right"].signed_distance([0, 0, 10]) == pytest.approx(0)
     assert planes["left"].signed_distance([0, 0, 0]) == pytest.approx(0)
@@ -157,7 +157,7 @@ def test_right_plane_follows_the_tricuspid():
 def test_real_sax_frame_is_orthonormal_right_handed_base_to_apex(s00):
     shape = cohort.read_shape(s00)
     lm = shape.landmarks
-    frame = cohort.sax_frame(lm, shape.labels_xyz, shape.origin, shape.spacing)
+    frame = frame_mod.sax_frame(lm, shape.labels_xyz, shape.origin, shape.spacing)
     R = frame.axes
     np.testing.assert_allclose(R.T @ R, np.eye(3), atol=1e-9)
     assert np.linalg.det(R) == pytest.approx(1.0)
@@ -178,7 +178,7 @@ def test_loaded_volume_matches_the_json_volumes(s00, s00_uncut):
     shape = cohort.read_shape(s00)
     assert vol.shape == (32, 64, 64) and vol.array.dtype == np.uint8
     np.testing.assert_allclose(vol.spacing, [2.5, 2.5, 4.0])
-    frame = cohort.sax_frame(shape.landmarks, shape.labels_xyz, shape.origin, shape.spacing)
+    frame = frame_mod.sax_frame(shape.landmarks, shape.labels_xyz, shape.origin, shape.spacing)
     np.testing.assert_allclose(vol.geometry.direction, frame.axes, atol=1e-9)
     assert set(np.unique(vol.array)) == {0, 1, 2, 3}
     for label in (1, 2, 3):  # 2.5 x 2.5 x 4 mm voxels: partial volume only at the boundary
@@ -216,7 +216,7 @@ def test_wholeheart_mode_keeps_canonical_whole_heart_labels(s00):
 @needs_ct
 def test_valve_cut_removes_the_basal_rim_and_leaves_a_flat_base(s00, s00_uncut, s00_cut):
     lm = cohort.read_shape(s00).landmarks
-    planes = cohort.valve_planes(lm)
+    planes = frame_mod.valve_planes(lm)
     for label in (1, 2, 3):
         assert ml(s00_cut, label) < ml(s00_uncut, label)
     assert ml(s00_uncut, 2) - ml(s00_cut, 2) > 2  # the basal myocardial rim is several ml
@@ -248,7 +248,7 @@ def test_drawn_augmentations_respect_their_ranges():
 
 
 def test_augmentation_affine_scales_about_the_centre_along_the_long_axis():
-    frame = cohort.sax_frame(TOY_LANDMARKS)
+    frame = frame_mod.sax_frame(TOY_LANDMARKS)
     aug = cohort.Augmentation(scale=1.1, long_axis_scale=1.2)
     m = cohort.augmentation_affine(aug, frame)
     c = frame.centre
@@ -262,7 +262,7 @@ def test_augmentation_affine_scales_about_the_centre_along_the_long_axis():
 
 
 def test_elastic_field_is_bounded_and_smooth():
-    frame = cohort.sax_frame(TOY_LANDMARKS)
+    frame = frame_mod.sax_frame(TOY_LANDMARKS)
     reference = frame.geometry(**SMALL)
     aug = cohort.Augmentation(elastic_mm=3.0, elastic_seed=7)
     transform = cohort.augmentation_transform(aug, frame, reference)
@@ -358,8 +358,6 @@ def test_acdc_loader_canonical_labels_and_assumed_spacing():
 
 @needs_acdc
 def test_acdc_pseudo_hr_through_the_baseline():
-    if importlib.util.find_spec("CardiacReconstructionLib.baselines") is None:
-        pytest.skip("the centroid_shape_interp baseline (CardiacReconstructionLib.baselines) is not available yet")
     sax = cohort.load_acdc(key="patient002_frame01")
     hr = cohort.acdc_pseudo_hr(sax, slice_spacing=2.0)
     assert hr.spacing[2] == pytest.approx(2.0)
@@ -369,7 +367,7 @@ def test_acdc_pseudo_hr_through_the_baseline():
 
 
 def test_acdc_anatomies_are_pseudo_hr_validation_stacks():
-    from CardiacReconstructionLib.bench import acdc_anatomies
+    from CardiacReconstructionLib.evaluation.bench import acdc_anatomies
 
     val = cohort.acdc_split(which="val")
     anatomies = acdc_anatomies(2, every=3)

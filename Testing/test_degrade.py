@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from CardiacReconstructionLib import degrade as D
-from CardiacReconstructionLib.case import Case
-from CardiacReconstructionLib.errors import InputError
-from CardiacReconstructionLib.geometry import Volume, make_ijk_to_ras
+from CardiacReconstructionLib.simulation import degrade as D
+from CardiacReconstructionLib.simulation.cases import make_case
+from CardiacReconstructionLib.core.case import Case
+from CardiacReconstructionLib.core.errors import InputError
+from CardiacReconstructionLib.core.geometry import Volume, make_ijk_to_ras
 from CardiacReconstructionLib.methods import output_geometry
 
 OBLIQUE = Rotation.from_euler("xyz", [25, -40, 70], degrees=True).as_matrix()  # det +1
@@ -290,7 +291,7 @@ def test_make_case_builds_a_case_with_truth_displacements_and_lax(hr):
     landmarks = {"mitral_valve_centre": hr.geometry.index_to_ras([29.5, 31.5, 3.0]),
                  "lv_apex": hr.geometry.index_to_ras([29.5, 31.5, 50.0]),
                  "tricuspid_valve_centre": hr.geometry.index_to_ras([55.0, 31.5, 6.0])}
-    case = D.make_case(hr, "normal", seed=3, lax_views=("4ch", "2ch"), landmarks=landmarks, lax_shift=True)
+    case = make_case(hr, "normal", seed=3, lax_views=("4ch", "2ch"), landmarks=landmarks, lax_shift=True)
     deg = D.degrade(hr, "normal", seed=3)
     assert isinstance(case, Case)
     np.testing.assert_array_equal(case.sax.array, deg.sax.array)

@@ -5,15 +5,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from CardiacReconstructionLib import methods, weights  # noqa: E402
-from CardiacReconstructionLib.case import Case  # noqa: E402
-from CardiacReconstructionLib.degrade import make_case  # noqa: E402
-from CardiacReconstructionLib.errors import InputError  # noqa: E402
-from CardiacReconstructionLib.geometry import Volume, make_ijk_to_ras  # noqa: E402
-from CardiacReconstructionLib.labels import LV, MYO, RV  # noqa: E402
-from CardiacReconstructionLib.metrics import dice, displacement_error  # noqa: E402
-from CardiacReconstructionLib.phantom import make_phantom  # noqa: E402
-from CardiacReconstructionLib.pipelines import dsl_asv as pipe  # noqa: E402
+from CardiacReconstructionLib import methods  # noqa: E402
+from CardiacReconstructionLib.networks import weights
+from CardiacReconstructionLib.core.case import Case  # noqa: E402
+from CardiacReconstructionLib.simulation.cases import make_case  # noqa: E402
+from CardiacReconstructionLib.core.errors import InputError  # noqa: E402
+from CardiacReconstructionLib.core.geometry import Volume, make_ijk_to_ras  # noqa: E402
+from CardiacReconstructionLib.core.labels import LV, MYO, RV  # noqa: E402
+from CardiacReconstructionLib.evaluation.metrics import dice, displacement_error  # noqa: E402
+from CardiacReconstructionLib.simulation.phantom import make_phantom  # noqa: E402
+from CardiacReconstructionLib.methods import dsl_asv as pipe  # noqa: E402
 
 needs_weights = pytest.mark.skipif("dsl" not in weights.manifest() or "asv" not in weights.manifest(),
                                    reason="dsl/asv weights not installed")
@@ -168,8 +169,9 @@ def ring_stack_rotated():
 
 @needs_weights
 def test_finetune_updates_encoder_only(tmp_path):
-    from CardiacReconstructionLib.io import write_volume
-    from CardiacReconstructionLib.training.dsl_asv import finetune_dsl, load_network
+    from CardiacReconstructionLib.core.io import write_volume
+    from CardiacReconstructionLib.networks.checkpoint import load_network
+    from CardiacReconstructionLib.training.dsl_asv import finetune_dsl
 
     folder = tmp_path / "corrected"
     folder.mkdir()

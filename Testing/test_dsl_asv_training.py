@@ -7,8 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from CardiacReconstructionLib import cohort  # noqa: E402
-from CardiacReconstructionLib.errors import InputError  # noqa: E402
+from CardiacReconstructionLib.training import cohort  # noqa: E402
+from CardiacReconstructionLib.core.errors import InputError  # noqa: E402
+from CardiacReconstructionLib.networks.checkpoint import load_network  # noqa: E402
 from CardiacReconstructionLib.training import dsl_asv as tr  # noqa: E402
 
 try:
@@ -42,7 +43,7 @@ def test_dsl_trains_and_resumes(tmp_path):
     changed = [not torch.equal(first["state_dict"][k], v) for k, v in resumed["state_dict"].items()
                if v.dtype.is_floating_point]
     assert any(changed)
-    model = tr.load_network(str(out), "dsl")
+    model = load_network(str(out), "dsl")
     x = torch.zeros(1, 8, 5, 32, 32)
     x[:, 0] = 1
     assert model(x).shape == (1, 8, 5, 32, 32)
@@ -54,13 +55,13 @@ def test_asv_trains_one_step_and_output_matches_requested_positions(tmp_path):
                             max_steps=1)
     out = tmp_path / "asv.pt"
     tr.train_asv(cfg, out, **QUIET)
-    model = tr.load_network(str(out), "asv")
+    model = load_network(str(out), "asv")
     lr = torch.zeros(1, 8, 6, 16, 16)
     lr[:, 0] = 1
     z = torch.linspace(-0.4, 5.4, 23)
     assert model(lr, z, 0.25).shape == (1, 8, 23, 16, 16)
     with pytest.raises(InputError, match="'asv' network, expected 'dsl'"):
-        tr.load_network(str(out), "dsl")
+        load_network(str(out), "dsl")
 
 
 @needs_data

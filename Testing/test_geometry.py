@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from CardiacReconstructionLib.errors import InputError
-from CardiacReconstructionLib.geometry import (LPS_TO_RAS, Geometry, Volume, from_sitk, from_slicerio_voxels, resample,
+from CardiacReconstructionLib.core.errors import InputError
+from CardiacReconstructionLib.core.geometry import (LPS_TO_RAS, Geometry, Volume, from_sitk, from_slicerio_voxels, resample,
                                                to_sitk, to_slicerio_voxels)
-from conftest import oblique_matrix
 
 
 def _labels(shape=(5, 7, 9), seed=0):
@@ -48,7 +47,7 @@ def test_slicerio_round_trip(oblique):
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha", ".seg.nrrd"])
 def test_file_round_trip_oblique(tmp_path, oblique, suffix):
-    from CardiacReconstructionLib.io import read_volume, write_segmentation
+    from CardiacReconstructionLib.core.io import read_volume, write_segmentation
 
     vol = Volume(_labels(), oblique)
     path = write_segmentation(vol, tmp_path / f"x{suffix}")

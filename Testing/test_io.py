@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import slicerio
 
-from CardiacReconstructionLib import io
-from CardiacReconstructionLib.case import LaxView
-from CardiacReconstructionLib.errors import InputError
-from CardiacReconstructionLib.geometry import Volume, make_ijk_to_ras
-from CardiacReconstructionLib.labels import STRUCTURES
+from CardiacReconstructionLib.core import io
+from CardiacReconstructionLib.core.case import LaxView
+from CardiacReconstructionLib.core.errors import InputError
+from CardiacReconstructionLib.core.geometry import Volume, make_ijk_to_ras
+from CardiacReconstructionLib.core.labels import STRUCTURES
 from conftest import oblique_matrix, ring_stack
 
 
@@ -122,7 +122,7 @@ def test_read_case_with_image_and_lax(tmp_path):
 
 
 def test_mismatched_lax_pose_is_rejected():
-    from CardiacReconstructionLib.case import Case
+    from CardiacReconstructionLib.core.case import Case
 
     sax = ring_stack(n_slices=6)
     parallel = LaxView("4ch", Volume(np.ones((1, 48, 48), np.uint8), sax.ijk_to_ras))

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from CardiacReconstructionLib import labels as L
-from CardiacReconstructionLib.errors import InputError
+from CardiacReconstructionLib.core import labels as L
+from CardiacReconstructionLib.core.errors import InputError
 from conftest import ring_stack
 
 

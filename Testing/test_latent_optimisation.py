@@ -8,22 +8,22 @@ import numpy as np
 import pytest
 
 from CardiacReconstructionLib import methods
-from CardiacReconstructionLib.case import Case
-from CardiacReconstructionLib.errors import InputError
-from CardiacReconstructionLib.geometry import Volume
-from CardiacReconstructionLib.stack import shift_slices
+from CardiacReconstructionLib.core.case import Case
+from CardiacReconstructionLib.core.errors import InputError
+from CardiacReconstructionLib.core.geometry import Volume
+from CardiacReconstructionLib.core.stack import shift_slices
 
 torch = pytest.importorskip("torch")
 
-from CardiacReconstructionLib.pipelines import latent_optimisation as lo  # noqa: E402
+from CardiacReconstructionLib.methods import latent_optimisation as lo  # noqa: E402
 
 FAST = dict(iterations=8, rigid_iterations=30, starts=2, device="cpu", seed=3)
 
 
 @pytest.fixture(scope="module")
 def phantom_case():
-    from CardiacReconstructionLib.degrade import make_case
-    from CardiacReconstructionLib.phantom import make_phantom
+    from CardiacReconstructionLib.simulation.cases import make_case
+    from CardiacReconstructionLib.simulation.phantom import make_phantom
 
     p = make_phantom(seed=0)
     return make_case(p.truth, "none", seed=0, lax_views=("4ch",), landmarks=p.landmarks)
@@ -45,7 +45,7 @@ def test_registered_as_a_learned_method_with_displacements():
 
 
 def test_shipped_weights_verify_and_hold_their_grid():
-    from CardiacReconstructionLib import weights
+    from CardiacReconstructionLib.networks import weights
 
     path = weights.verify(lo.DEFAULT_WEIGHTS)
     state = torch.load(path, weights_only=True)  # safe loading works
@@ -101,7 +101,7 @@ def test_known_shifts_are_recovered_within_1mm(phantom_case):
 
 
 def test_long_axis_term_runs_anchors_the_gauge_and_fits_the_view(phantom_case):
-    from CardiacReconstructionLib.metrics import lax_dice
+    from CardiacReconstructionLib.evaluation.metrics import lax_dice
 
     view = phantom_case.lax[0]
     with_lax = methods.run("latent_optimisation", phantom_case, slice_spacing=5.0, **FAST)

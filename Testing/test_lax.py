@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from CardiacReconstructionLib import lax as L
-from CardiacReconstructionLib.case import LaxView
-from CardiacReconstructionLib.errors import InputError
-from CardiacReconstructionLib.geometry import Volume, make_ijk_to_ras
+from CardiacReconstructionLib.simulation import lax as L
+from CardiacReconstructionLib.core.case import LaxView
+from CardiacReconstructionLib.core.errors import InputError
+from CardiacReconstructionLib.core.geometry import Volume, make_ijk_to_ras
 
 # An oblique long axis and two directions perpendicular to it (RAS).
 AXIS = np.array([1.0, -0.6, -0.8]) / np.linalg.norm([1.0, -0.6, -0.8])

@@ -7,18 +7,19 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
-from CardiacReconstructionLib import methods, weights  # noqa: E402
-from CardiacReconstructionLib.bench import result_surfaces, surface_scores  # noqa: E402
-from CardiacReconstructionLib.case import Case  # noqa: E402
-from CardiacReconstructionLib.degrade import make_case  # noqa: E402
-from CardiacReconstructionLib.errors import InputError  # noqa: E402
-from CardiacReconstructionLib.geometry import Volume  # noqa: E402
-from CardiacReconstructionLib.labels import LV, MYO, RV  # noqa: E402
-from CardiacReconstructionLib.metrics import dice, displacement_error  # noqa: E402
-from CardiacReconstructionLib.phantom import make_phantom  # noqa: E402
-from CardiacReconstructionLib.pipelines import mask2surface as pipe  # noqa: E402
-from CardiacReconstructionLib.sdf import SURFACE_KEYS, label_truth_surfaces  # noqa: E402
-from CardiacReconstructionLib.surfaces import enclosed_volume, open_edge_count  # noqa: E402
+from CardiacReconstructionLib import methods  # noqa: E402
+from CardiacReconstructionLib.networks import weights
+from CardiacReconstructionLib.evaluation.bench import result_surfaces, surface_scores  # noqa: E402
+from CardiacReconstructionLib.core.case import Case  # noqa: E402
+from CardiacReconstructionLib.simulation.cases import make_case  # noqa: E402
+from CardiacReconstructionLib.core.errors import InputError  # noqa: E402
+from CardiacReconstructionLib.core.geometry import Volume  # noqa: E402
+from CardiacReconstructionLib.core.labels import LV, MYO, RV  # noqa: E402
+from CardiacReconstructionLib.evaluation.metrics import dice, displacement_error  # noqa: E402
+from CardiacReconstructionLib.simulation.phantom import make_phantom  # noqa: E402
+from CardiacReconstructionLib.methods import mask2surface as pipe  # noqa: E402
+from CardiacReconstructionLib.core.sdf import SURFACE_KEYS, label_truth_surfaces  # noqa: E402
+from CardiacReconstructionLib.core.surfaces import enclosed_volume, open_edge_count  # noqa: E402
 
 needs_weights = pytest.mark.skipif(not {"mcsr", "m2s_vqvae", "m2s_ldm"} <= set(weights.manifest()),
                                    reason="Mask2Surface weights not installed")
@@ -131,7 +132,7 @@ def test_unknown_refinement_is_an_input_error(case):
 
 
 def test_surface_grid_is_centred_on_the_labelled_slices():
-    from CardiacReconstructionLib.geometry import Geometry, make_ijk_to_ras
+    from CardiacReconstructionLib.core.geometry import Geometry, make_ijk_to_ras
 
     arr = np.zeros((40, 20, 20), np.uint8)
     arr[10:20, 5:15, 5:15] = MYO

@@ -12,7 +12,7 @@ from CardiacReconstructionLib.networks.latent_diffusion import (LDMConfig, Laten
                                                                 VQVAEConfig, ddim_scheduler)
 from CardiacReconstructionLib.networks.mcsr import (MCSRConfig, MCSRNet, centre_shifts, interpolate_slices,  # noqa: E402
                                                     labelled_slices, warp_slices)
-from CardiacReconstructionLib.training.dsl_asv import load_network, save_network  # noqa: E402
+from CardiacReconstructionLib.networks.checkpoint import load_network, save_network  # noqa: E402
 
 
 def _square_stack(k=6, size=32, lo=10, hi=18):

@@ -7,13 +7,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
 from CardiacReconstructionLib import cli  # noqa: E402
-from CardiacReconstructionLib.degrade import degrade  # noqa: E402
-from CardiacReconstructionLib.errors import InputError  # noqa: E402
+from CardiacReconstructionLib.simulation.degrade import degrade  # noqa: E402
+from CardiacReconstructionLib.core.errors import InputError  # noqa: E402
 from CardiacReconstructionLib.networks.mcsr import warp_slices  # noqa: E402
-from CardiacReconstructionLib.phantom import make_phantom  # noqa: E402
-from CardiacReconstructionLib.pipelines.dsl_asv import onehot  # noqa: E402
+from CardiacReconstructionLib.simulation.phantom import make_phantom  # noqa: E402
+from CardiacReconstructionLib.anatomy.canonical import onehot  # noqa: E402
 from CardiacReconstructionLib.training import mask2surface as tm  # noqa: E402
-from CardiacReconstructionLib.training.dsl_asv import load_network  # noqa: E402
+from CardiacReconstructionLib.networks.checkpoint import load_network  # noqa: E402
 from conftest import needs_acdc, needs_ct  # noqa: E402
 
 
@@ -51,8 +51,8 @@ def test_mcsr_trains_one_step_and_resumes(tmp_path):
 @pytest.fixture(scope="module")
 def pairs_file(tmp_path_factory):
     """A tiny SDG pairs file from phantom label maps (no cohort needed)."""
-    from CardiacReconstructionLib.pipelines.mask2surface import surface_grid
-    from CardiacReconstructionLib.sdf import label_sdgs
+    from CardiacReconstructionLib.methods.mask2surface import surface_grid
+    from CardiacReconstructionLib.core.sdf import label_sdgs
 
     cond, truth = [], []
     for seed in (0, 1):
@@ -121,8 +121,8 @@ def test_acdc_pair_targets_its_pseudo_hr_shape_on_the_condition_grid():
     """An MRI-shaped pair: the target is the pseudo-HR shape's SDG on the surface grid moved by the
     common shift, so after MCSR-Net's correction condition and target describe the same heart."""
     from CardiacReconstructionLib.networks.latent_diffusion import VQVAEConfig
-    from CardiacReconstructionLib.pipelines.mask2surface import load_models
-    from CardiacReconstructionLib.sdf import SURFACE_KEYS
+    from CardiacReconstructionLib.methods.mask2surface import load_models
+    from CardiacReconstructionLib.core.sdf import SURFACE_KEYS
 
     mcsr = load_models("cpu", need=("mcsr",))[0]
     cond, truth = tm.acdc_surface_pair("patient002_frame01", 0, mcsr, VQVAEConfig())

@@ -1,6 +1,6 @@
 """methods.run retries a learned method on the CPU when the GPU runs out of memory.
 
-A real (tiny) method is registered for these tests and removed afterwards. It raises torch's
+A real (tiny) method is added to the registry's catalogue for these tests only. It raises torch's
 CUDA out-of-memory error whenever it is handed a CUDA device, so the retry path is exercised
 on machines without a GPU by calling the helper that ``run`` uses with a CUDA context.
 """
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from CardiacReconstructionLib import methods
-from CardiacReconstructionLib.case import Case
-from CardiacReconstructionLib.geometry import Volume
+from CardiacReconstructionLib.core.case import Case
+from CardiacReconstructionLib.core.geometry import Volume
 from conftest import ring_stack
 
 OOM_METHOD = "test_gpu_hungry"
@@ -31,15 +31,12 @@ def _broken(case, ctx):
 
 
 @pytest.fixture
-def registered():
-    added = [methods.register(methods.Method(OOM_METHOD, "GPU-hungry test method", "test only", _gpu_hungry,
-                                             options=(methods.Option("fill_label", int, 1, "label to fill"),),
-                                             kind="learned")),
-             methods.register(methods.Method("test_broken", "Broken test method", "test only", _broken,
-                                             kind="learned"))]
-    yield {m.name: m for m in added}
-    for m in added:
-        methods._REGISTRY.pop(m.name, None)
+def registered(monkeypatch):
+    added = [methods.Method(OOM_METHOD, "GPU-hungry test method", "test only", _gpu_hungry,
+                            options=(methods.Option("fill_label", int, 1, "label to fill"),), kind="learned"),
+             methods.Method("test_broken", "Broken test method", "test only", _broken, kind="learned")]
+    monkeypatch.setattr(methods, "_CATALOG", methods.catalog() + [(m, m.name, "") for m in added])
+    return {m.name: m for m in added}
 
 
 @pytest.fixture

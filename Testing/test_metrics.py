@@ -5,10 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from CardiacReconstructionLib import metrics
-from CardiacReconstructionLib.case import LaxView
-from CardiacReconstructionLib.errors import InputError
-from CardiacReconstructionLib.geometry import Geometry, Volume, make_ijk_to_ras
+from CardiacReconstructionLib.core import indices
+from CardiacReconstructionLib.evaluation import metrics
+from CardiacReconstructionLib.core.case import LaxView
+from CardiacReconstructionLib.core.errors import InputError
+from CardiacReconstructionLib.core.geometry import Geometry, Volume, make_ijk_to_ras
 
 ANISO = (0.8, 1.0, 1.5)  # spacing i, j, k in mm
 
@@ -165,7 +166,7 @@ def test_point_to_surface_chamfer_needs_meshes():
 def test_surface_to_volume_of_a_cube_is_6_over_n_s():
     n, s = 6, 1.5
     vol = _volume(_box((10, 10, 10), (2, 2 + n), (2, 2 + n), (2, 2 + n), label=2), spacing=(s, s, s))
-    assert metrics.surface_to_volume(vol)[2] == pytest.approx(6 / (n * s), rel=1e-12)
+    assert indices.surface_to_volume(vol)[2] == pytest.approx(6 / (n * s), rel=1e-12)
 
 
 def test_surface_to_volume_of_an_anisotropic_box_touching_the_border():
@@ -173,9 +174,9 @@ def test_surface_to_volume_of_an_anisotropic_box_touching_the_border():
     arr = np.ones((4, 5, 7), np.uint8)  # fills the whole array: the border counts as outside
     li, lj, lk = 7 * 0.8, 5 * 1.0, 4 * 1.5
     expected = 2 * (li * lj + lj * lk + li * lk) / (li * lj * lk)
-    assert metrics.surface_to_volume(_volume(arr, spacing), 1)[1] == pytest.approx(expected, rel=1e-12)
-    assert metrics.surface_area_mm2(_volume(arr, spacing), 1)[1] == pytest.approx(2 * (li * lj + lj * lk + li * lk))
-    assert math.isnan(metrics.surface_to_volume(_volume(arr, spacing), 3)[3])
+    assert indices.surface_to_volume(_volume(arr, spacing), 1)[1] == pytest.approx(expected, rel=1e-12)
+    assert indices.surface_area_mm2(_volume(arr, spacing), 1)[1] == pytest.approx(2 * (li * lj + lj * lk + li * lk))
+    assert math.isnan(indices.surface_to_volume(_volume(arr, spacing), 3)[3])
 
 
 def test_staircase_raises_surface_to_volume_and_relative_change_reports_it():
@@ -183,13 +184,13 @@ def test_staircase_raises_surface_to_volume_and_relative_change_reports_it():
     stair = np.zeros_like(smooth)
     for k in range(8):  # the same slices, each shifted in-plane like breath-hold motion
         stair[k] = np.roll(smooth[k], (k % 2) * 3, axis=1)
-    sv_smooth = metrics.surface_to_volume(_volume(smooth))
-    sv_stair = metrics.surface_to_volume(_volume(stair))
+    sv_smooth = indices.surface_to_volume(_volume(smooth))
+    sv_stair = indices.surface_to_volume(_volume(stair))
     assert sv_stair[1] > sv_smooth[1]
-    change = metrics.relative_change(sv_stair, sv_smooth)
+    change = indices.relative_change(sv_stair, sv_smooth)
     assert change[1] == pytest.approx((sv_smooth[1] - sv_stair[1]) / sv_stair[1]) and change[1] < 0
-    assert metrics.relative_change(0.5, 0.4) == pytest.approx(-0.2)
-    assert math.isnan(metrics.relative_change(0.0, 1.0))
+    assert indices.relative_change(0.5, 0.4) == pytest.approx(-0.2)
+    assert math.isnan(indices.relative_change(0.0, 1.0))
 
 
 def test_volumes_and_myocardial_mass():
@@ -197,11 +198,11 @@ def test_volumes_and_myocardial_mass():
     arr[5, 5, 5] = 1
     rotation = np.array([[0.0, -1.0, 0.0], [0.6, 0.0, 0.8], [-0.8, 0.0, 0.6]])  # oblique, orthonormal
     vol = _volume(arr, spacing=(1.0, 1.5, 2.0), direction=rotation)
-    v = metrics.volumes_ml(vol)
+    v = indices.volumes_ml(vol)
     assert v[2] == pytest.approx((1000 - 1) * 3.0 / 1000)
     assert v[1] == pytest.approx(3.0 / 1000)
-    assert metrics.myocardial_mass_g(vol) == pytest.approx(v[2] * 1.05)
-    assert metrics.volumes_ml(vol, 3) == {3: 0.0}
+    assert indices.myocardial_mass_g(vol) == pytest.approx(v[2] * 1.05)
+    assert indices.volumes_ml(vol, 3) == {3: 0.0}
 
 
 # ------------------------------------------------------------------------------------- motion
@@ -296,9 +297,9 @@ def test_evaluate_returns_a_flat_dict_consistent_with_the_single_metrics():
     assert out["dice_mean"] == pytest.approx((d[1] + d[2]) / 2)
     assert out["hd95_MYO"] == metrics.hd95(result, truth, 2)[2]
     assert out["assd_LV"] == metrics.assd(result, truth, 1)[1]
-    assert out["sv_LV"] == metrics.surface_to_volume(result, 1)[1]
-    assert out["vol_truth_ml_MYO"] == pytest.approx(metrics.volumes_ml(truth)[2])
-    assert out["myo_mass_g"] == pytest.approx(metrics.volumes_ml(result)[2] * 1.05)
+    assert out["sv_LV"] == indices.surface_to_volume(result, 1)[1]
+    assert out["vol_truth_ml_MYO"] == pytest.approx(indices.volumes_ml(truth)[2])
+    assert out["myo_mass_g"] == pytest.approx(indices.volumes_ml(result)[2] * 1.05)
     assert out["displacement_error_mm"] == pytest.approx(math.sqrt(2))
     assert out["displacement_error_mean_removed_mm"] == pytest.approx(0.0)
     assert out["lax_dice_2ch_LV"] == pytest.approx(metrics.dice(result, lax.labels, 1)[1])

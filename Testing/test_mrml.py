@@ -10,12 +10,15 @@ if not hasattr(slicer, "vtkMRMLScene"):
 
 import vtk  # noqa: E402  (slicer-core brings the matching vtk)
 
-from CardiacReconstructionLib import degrade, io, methods, mrml, phantom  # noqa: E402
-from CardiacReconstructionLib.case import Case  # noqa: E402
-from CardiacReconstructionLib.errors import InputError  # noqa: E402
-from CardiacReconstructionLib.geometry import Volume, make_ijk_to_ras  # noqa: E402
-from CardiacReconstructionLib.labels import STRUCTURES  # noqa: E402
-from CardiacReconstructionLib.surfaces import label_surfaces  # noqa: E402
+from CardiacReconstructionLib import methods, mrml  # noqa: E402
+from CardiacReconstructionLib.simulation import cases
+from CardiacReconstructionLib.core import io
+from CardiacReconstructionLib.simulation import phantom
+from CardiacReconstructionLib.core.case import Case  # noqa: E402
+from CardiacReconstructionLib.core.errors import InputError  # noqa: E402
+from CardiacReconstructionLib.core.geometry import Volume, make_ijk_to_ras  # noqa: E402
+from CardiacReconstructionLib.core.labels import STRUCTURES  # noqa: E402
+from CardiacReconstructionLib.core.surfaces import label_surfaces  # noqa: E402
 
 from conftest import oblique_matrix, ring_stack  # noqa: E402
 
@@ -247,7 +250,7 @@ def test_bad_inputs_raise_input_errors(scene, stack):
 
 def test_case_from_nodes_with_image_and_lax(scene):
     truth = phantom.make_phantom(1).truth
-    case = degrade.make_case(truth, "normal", seed=1, lax_views=("4ch",))
+    case = cases.make_case(truth, "normal", seed=1, lax_views=("4ch",))
     sax = mrml.write_segmentation_node(case.sax, name="sax", scene=scene)
     lax = mrml.write_segmentation_node(case.lax[0].labels, name="4ch", scene=scene)
     image = slicer.util.addVolumeFromArray(case.sax.array.astype(np.float32) * 100, case.sax.ijk_to_ras, "cine")
@@ -293,7 +296,7 @@ def test_models_carry_the_surfaces(scene, stack):
 
 
 def test_mask2surface_surfaces_get_their_own_names_and_colours(scene, stack):
-    from CardiacReconstructionLib.sdf import SURFACE_STYLES
+    from CardiacReconstructionLib.core.sdf import SURFACE_STYLES
 
     surfaces = label_surfaces(stack)
     models = mrml.add_model_nodes({"LV_epicardium": surfaces["MYO"], "RV_endocardium": surfaces["RV"]}, "M2S",
@@ -340,7 +343,7 @@ def test_corrected_image_moves_each_slice_back(scene, stack):
 
 
 def test_result_to_nodes_on_a_phantom_reconstruction(scene):
-    case = degrade.make_case(phantom.make_phantom(0).truth, "normal", seed=0)
+    case = cases.make_case(phantom.make_phantom(0).truth, "normal", seed=0)
     result = methods.run("centroid_shape_interp", case, surfaces=True)
     image = slicer.util.addVolumeFromArray(case.sax.array.astype(np.float32), case.sax.ijk_to_ras, "cine")
     nodes = mrml.result_to_nodes(result, case, image_node=image, scene=scene)

@@ -5,10 +5,10 @@ import pytest
 
 pytest.importorskip("torch")
 
-from CardiacReconstructionLib import weights  # noqa: E402
-from CardiacReconstructionLib.errors import InputError  # noqa: E402
-from CardiacReconstructionLib.network_cache import NetworkCache  # noqa: E402
-from CardiacReconstructionLib.pipelines import dsl_asv  # noqa: E402
+from CardiacReconstructionLib.networks import weights  # noqa: E402
+from CardiacReconstructionLib.core.errors import InputError  # noqa: E402
+from CardiacReconstructionLib.networks.cache import NetworkCache  # noqa: E402
+from CardiacReconstructionLib.methods import dsl_asv  # noqa: E402
 
 needs_weights = pytest.mark.skipif("asv" not in weights.manifest(), reason="ASV weights not installed")
 

@@ -5,9 +5,9 @@ import time
 import numpy as np
 import pytest
 
-from CardiacReconstructionLib.errors import InputError
-from CardiacReconstructionLib.labels import LV, MYO, RV, WHOLE_HEART
-from CardiacReconstructionLib.phantom import LANDMARK_KEYS, make_phantom, phantom_truth
+from CardiacReconstructionLib.core.errors import InputError
+from CardiacReconstructionLib.core.labels import LV, MYO, RV, WHOLE_HEART
+from CardiacReconstructionLib.simulation.phantom import LANDMARK_KEYS, make_phantom, phantom_truth
 
 SEEDS = (0, 1, 2, 3)
 MYOCARDIUM_DENSITY_G_PER_ML = 1.05

@@ -10,10 +10,10 @@ import pytest
 from scipy.spatial.transform import Rotation
 from vtkmodules.util.numpy_support import vtk_to_numpy
 
-from CardiacReconstructionLib import sdf
-from CardiacReconstructionLib.errors import InputError
-from CardiacReconstructionLib.geometry import Geometry, Volume, make_ijk_to_ras
-from CardiacReconstructionLib.surfaces import enclosed_volume, open_edge_count, polydata_points
+from CardiacReconstructionLib.core import sdf
+from CardiacReconstructionLib.core.errors import InputError
+from CardiacReconstructionLib.core.geometry import Geometry, Volume, make_ijk_to_ras
+from CardiacReconstructionLib.core.surfaces import enclosed_volume, open_edge_count, polydata_points
 
 RADIUS = 15.0
 MASK_SPACING = (1.25, 1.25, 2.0)

@@ -18,7 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from CardiacReconstructionLib import device, labels, methods
+from import_graph import import_graph, module_files
+from CardiacReconstructionLib import methods
+from CardiacReconstructionLib.core import device
+from CardiacReconstructionLib.core import labels
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE_DIR = REPO / "CardiacReconstruction"
@@ -245,27 +248,100 @@ def _cmake_list(text: str, variable: str):
     return {line.split("#")[0].strip() for line in match.group(1).splitlines()} - {""}
 
 
+#: What the extension ships: the runtime layers, the worker's CLI and what the self-test needs
+#: (the phantom simulation, evaluation/metrics.py); the benchmark, figures and training stay in
+#: the pip package.
+SHIPPED_PACKAGES = ("core", "anatomy", "networks", "methods", "simulation")
+SHIPPED_MODULES = ("", "__main__", "cli", "mrml", "worker", "evaluation", "evaluation.metrics")
+#: The CLI's development commands, which import unshipped layers on use (the shipped CLI refuses
+#: them in one line, see test_the_shipped_files_alone_run_a_method).
+CLI_DEVELOPMENT_IMPORTS = {"evaluation.bench", "evaluation.figures", "training"}
+
+
+def _shipped(module: str) -> bool:
+    return module in SHIPPED_MODULES or module.split(".")[0] in SHIPPED_PACKAGES
+
+
 def _module_files():
     ignored = lambda p: "__pycache__" in p.parts or p.suffix == ".pyc"  # noqa: E731
-    scripts = {p.relative_to(MODULE_DIR).as_posix() for p in LIB_DIR.rglob("*.py") if not ignored(p)}
-    data = {p.relative_to(MODULE_DIR).as_posix() for p in LIB_DIR.rglob("*")
-            if p.is_file() and p.suffix != ".py" and not ignored(p)}
-    resources = {p.relative_to(MODULE_DIR).as_posix() for p in (MODULE_DIR / "Resources").rglob("*") if p.is_file()}
-    return scripts, data | resources
+    scripts = {path.relative_to(MODULE_DIR).as_posix() for name, path in module_files().items() if _shipped(name)}
+    resources = {p.relative_to(MODULE_DIR).as_posix() for p in (MODULE_DIR / "Resources").rglob("*")
+                 if p.is_file() and not ignored(p)}
+    return scripts, resources
 
 
-def test_every_module_file_is_listed_in_cmake():
+def test_cmake_lists_exactly_the_shipped_files():
     text = (MODULE_DIR / "CMakeLists.txt").read_text()
     listed_scripts = _cmake_list(text, "MODULE_PYTHON_SCRIPTS")
     listed_resources = _cmake_list(text, "MODULE_PYTHON_RESOURCES")
     scripts, resources = _module_files()
     missing = sorted(scripts - listed_scripts) + sorted(resources - listed_resources)
     assert not missing, "add to CardiacReconstruction/CMakeLists.txt:\n  " + "\n  ".join(missing)
+    extra = sorted(listed_scripts - scripts - {"${MODULE_NAME}.py"})
+    assert not extra, f"listed in CMake but not part of the extension: {extra}"
     assert "${MODULE_NAME}.py" in listed_scripts
-    stale = [f for f in (listed_scripts - {"${MODULE_NAME}.py"}) | listed_resources if not (MODULE_DIR / f).is_file()]
+    stale = [f for f in listed_resources if not (MODULE_DIR / f).is_file()]
     assert not stale, f"listed in CMake but absent: {stale}"
     assert {"Resources/UI/CardiacReconstruction.ui", "Resources/requirements.txt",
             "Resources/Icons/CardiacReconstruction.png"} <= listed_resources
+    assert not any(f.startswith("CardiacReconstructionLib/training/") for f in listed_scripts)
+
+
+def test_shipped_modules_import_only_shipped_modules():
+    graph = import_graph()
+    for module, targets in graph.items():
+        if not _shipped(module):
+            continue
+        allowed = CLI_DEVELOPMENT_IMPORTS if module == "cli" else set()
+        outside = sorted(t for t in targets if not _shipped(t) and t not in allowed)
+        assert not outside, f"shipped module {module or '__init__'} imports unshipped {outside}"
+
+
+def test_the_module_imports_only_shipped_engine_modules(tree):
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("CardiacReconstructionLib"):
+            base = node.module[len("CardiacReconstructionLib"):].lstrip(".")
+            imported |= {f"{base}.{a.name}".lstrip(".") for a in node.names}
+    files = module_files()
+    imported = {m if m in files else m.rsplit(".", 1)[0] for m in imported}
+    assert imported and all(_shipped(m) for m in imported), sorted(m for m in imported if not _shipped(m))
+
+
+@pytest.mark.slow
+def test_the_shipped_files_alone_run_a_method(tmp_path):
+    """The files CMake lists, copied alone (as Slicer installs them), list the methods, run one,
+    and refuse a development command in one line."""
+    import shutil
+    import subprocess
+
+    from CardiacReconstructionLib.core.io import write_segmentation
+    from conftest import ring_stack
+
+    text = (MODULE_DIR / "CMakeLists.txt").read_text()
+    install = tmp_path / "module"
+    for rel in _cmake_list(text, "MODULE_PYTHON_SCRIPTS") | _cmake_list(text, "MODULE_PYTHON_RESOURCES"):
+        rel = rel.replace("${MODULE_NAME}", "CardiacReconstruction")
+        (install / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(MODULE_DIR / rel, install / rel)
+    sax = write_segmentation(ring_stack(n_slices=5, size=24), tmp_path / "sax.seg.nrrd")
+    env = {**os.environ, "PYTHONPATH": str(install)}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "CardiacReconstructionLib", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    where = subprocess.run([sys.executable, "-c", "import CardiacReconstructionLib as c; print(c.__file__)"],
+                           env=env, capture_output=True, text=True, cwd=tmp_path).stdout
+    assert str(install) in where
+    listed = cli("methods")
+    assert listed.returncode == 0 and "centroid_shape_interp" in listed.stdout and "unavailable" not in listed.stdout
+    ran = cli("run", "--input", str(sax), "--method", "centroid_shape_interp", "--output", str(tmp_path / "out"))
+    assert ran.returncode == 0, ran.stderr
+    assert (tmp_path / "out" / "labels.seg.nrrd").is_file()
+    refused = cli("train", "lo", "--help")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "pip install" in refused.stderr
 
 
 def test_cmake_builds_tests_and_the_extension_is_complete():
@@ -343,7 +419,7 @@ def test_module_constants_match_the_engine(tree):
     assert tuple(_module_constant(tree, "CONVENTIONS")) == tuple(labels.CONVENTION_NAMES)
     assert tuple(_module_constant(tree, "DEVICES")) == tuple(device.DEVICE_CHOICES)
     methods.get(_module_constant(tree, "DEFAULT_METHOD"))
-    from CardiacReconstructionLib.labels import STRUCTURES
+    from CardiacReconstructionLib.core.labels import STRUCTURES
 
     assert set(_module_constant(tree, "RECONSTRUCTION_SEGMENTS")) == {STRUCTURES[i].name for i in (1, 2, 3)}
 

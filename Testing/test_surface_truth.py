@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from CardiacReconstructionLib import cohort, sdf, surface_truth
-from CardiacReconstructionLib.errors import InputError
-from CardiacReconstructionLib.surfaces import enclosed_volume, open_edge_count
+from CardiacReconstructionLib.training import cohort
+from CardiacReconstructionLib.core import sdf
+from CardiacReconstructionLib.evaluation import surface_truth
+from CardiacReconstructionLib.core.errors import InputError
+from CardiacReconstructionLib.core.surfaces import enclosed_volume, open_edge_count
 
 DATA = cohort.default_data_root()
 HAS_MESHES = (DATA / cohort.CT_DIR / surface_truth.SOURCE_DIR / surface_truth.VERTICES_FILE).is_file()

@@ -11,10 +11,10 @@ from vtkmodules.vtkFiltersSources import vtkSphereSource
 from vtkmodules.vtkIOGeometry import vtkSTLWriter
 from vtkmodules.vtkIOLegacy import vtkPolyDataReader
 
-from CardiacReconstructionLib.errors import InputError
-from CardiacReconstructionLib.geometry import Geometry, Volume, make_ijk_to_ras
-from CardiacReconstructionLib.phantom import make_phantom
-from CardiacReconstructionLib.surfaces import (SURFACE_EXTENSIONS, enclosed_volume, label_surfaces, mask_surface,
+from CardiacReconstructionLib.core.errors import InputError
+from CardiacReconstructionLib.core.geometry import Geometry, Volume, make_ijk_to_ras
+from CardiacReconstructionLib.simulation.phantom import make_phantom
+from CardiacReconstructionLib.core.surfaces import (SURFACE_EXTENSIONS, enclosed_volume, label_surfaces, mask_surface,
                                                open_edge_count, polydata_points, read_surface, write_surface)
 from vtkmodules.util.numpy_support import vtk_to_numpy
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from CardiacReconstructionLib.errors import InputError
+from CardiacReconstructionLib.core.errors import InputError
 from CardiacReconstructionLib.networks.vae import (CONFIG_KEY, LabelVAE, VAEConfig, config_from_state_dict, load_vae,
                                                    onehot, save_vae, vae_loss, vae_state_dict)
 
@@ -76,7 +76,7 @@ def test_translate_moves_labels_with_zero_fill():
 
 def _data_available():
     try:
-        from CardiacReconstructionLib.cohort import split
+        from CardiacReconstructionLib.training.cohort import split
 
         split(None, "train")
         return True
@@ -114,7 +114,7 @@ def test_training_runs_and_resumes_exactly(tmp_path):
     train(TrainConfig(epochs=2, **cfg), tmp_path / "tuned", resume=True, log=logs.append)
     assert json.loads((tmp_path / "tuned" / "lo_vae.json").read_text())["init"] == str(straight)
     # installing the result writes the weights, the model card and the manifest entry
-    from CardiacReconstructionLib import weights
+    from CardiacReconstructionLib.networks import weights
     from CardiacReconstructionLib.training.lo import register_weights
 
     entry = register_weights(tmp_path / "resumed", "tiny_vae", directory=tmp_path / "weights")
@@ -166,7 +166,7 @@ def test_init_state_checks_the_network_and_loads_the_weights(tmp_path):
         initial_state(str(path), TrainConfig(**{**TINY, "latent_dim": 5}))
     # the shipped prior by its manifest name (checksum-verified)
     from CardiacReconstructionLib.networks.vae import config_from_state_dict
-    from CardiacReconstructionLib import weights
+    from CardiacReconstructionLib.networks import weights
 
     shipped = config_from_state_dict(weights.load_state_dict("lo_vae", map_location="cpu"))
     cfg = TrainConfig(grid_shape=shipped.grid_shape, spacing=shipped.spacing, latent_dim=shipped.latent_dim,

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from CardiacReconstructionLib import weights
-from CardiacReconstructionLib.errors import InputError
+from CardiacReconstructionLib.networks import weights
+from CardiacReconstructionLib.core.errors import InputError
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from CardiacReconstructionLib import methods, worker
-from CardiacReconstructionLib.case import Case
+from CardiacReconstructionLib.core.case import Case
 from CardiacReconstructionLib.cli import build_parser
-from CardiacReconstructionLib.errors import InputError
+from CardiacReconstructionLib.core.errors import InputError
 from conftest import oblique_matrix, ring_stack
 
 
@@ -132,7 +132,7 @@ def test_cancel_kills_a_busy_process_at_once(tmp_path):
 
 
 def test_read_displacements_with_residuals_and_bad_files(tmp_path):
-    from CardiacReconstructionLib.io import write_displacements
+    from CardiacReconstructionLib.core.io import write_displacements
 
     d = np.array([[0.5, -1.25], [2.0, 0.0], [-0.125, 3.5]])
     write_displacements(d, tmp_path / "d.csv", residuals=np.array([0.1, 0.2, 0.3]))

@@ -7,8 +7,8 @@ convention in :mod:`.case`; the method interface in :mod:`.methods`.
 
 __version__ = "0.1.0"
 
-from .case import Case, LaxView  # noqa: E402
-from .errors import Cancelled, InputError  # noqa: E402
-from .geometry import Geometry, Volume  # noqa: E402
+from .core.case import Case, LaxView  # noqa: E402
+from .core.errors import Cancelled, InputError  # noqa: E402
+from .core.geometry import Geometry, Volume  # noqa: E402
 
 __all__ = ["Case", "LaxView", "Cancelled", "InputError", "Geometry", "Volume", "__version__"]

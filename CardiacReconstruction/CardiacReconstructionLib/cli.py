@@ -7,6 +7,8 @@ staged in a temporary folder and appear only when the whole command succeeded.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import sys
 import time
@@ -16,7 +18,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from . import __version__
-from .errors import Cancelled, InputError
+from .core.errors import Cancelled, InputError
 
 EPILOG_RUN = """\
 examples:
@@ -84,8 +86,8 @@ TABLE_COLUMNS = ("method", "dice_LV", "dice_MYO", "dice_RV", "dice_mean", "hd95_
 
 
 def _write_result(result, folder: Path, prefix: str = "") -> None:
-    from .io import write_displacements, write_segmentation
-    from .surfaces import write_surface
+    from .core.io import write_displacements, write_segmentation
+    from .core.surfaces import write_surface
 
     write_segmentation(result.labels, folder / f"{prefix}labels.seg.nrrd")
     write_displacements(result.displacements, folder / f"{prefix}displacements.csv")
@@ -99,11 +101,11 @@ def _write_result(result, folder: Path, prefix: str = "") -> None:
 
 def cmd_demo(args) -> int:
     from . import methods
-    from .bench import run_methods
-    from .degrade import make_case
-    from .figures import orthogonal_views
-    from .io import staged_folder, write_displacements, write_segmentation
-    from .phantom import make_phantom
+    from .evaluation.bench import run_methods
+    from .simulation.cases import make_case
+    from .evaluation.figures import orthogonal_views
+    from .core.io import staged_folder, write_displacements, write_segmentation
+    from .simulation.phantom import make_phantom
 
     names = [m.name for m in methods.available()] if args.methods == "all" else args.methods.split(",")
     for n in names:
@@ -142,8 +144,8 @@ def cmd_demo(args) -> int:
 
 def cmd_run(args) -> int:
     from . import methods
-    from .io import read_case, staged_folder, write_volume
-    from .stack import shift_slices
+    from .core.io import read_case, staged_folder, write_volume
+    from .core.stack import shift_slices
     from .worker import cancel_file_checker, progress_printer
 
     method = methods.get(args.method)
@@ -192,8 +194,8 @@ def _jsonable(obj):
 
 
 def cmd_degrade(args) -> int:
-    from .degrade import make_case
-    from .io import read_segmentation, staged_folder, write_displacements, write_segmentation
+    from .simulation.cases import make_case
+    from .core.io import read_segmentation, staged_folder, write_displacements, write_segmentation
 
     hr, message = read_segmentation(args.input, args.convention)
     print(message, file=sys.stderr)
@@ -211,8 +213,8 @@ def cmd_degrade(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .io import read_segmentation
-    from .metrics import evaluate
+    from .core.io import read_segmentation
+    from .evaluation.metrics import evaluate
 
     result, _ = read_segmentation(args.result, args.convention)
     truth, _ = read_segmentation(args.truth, args.convention)
@@ -234,10 +236,10 @@ SURFACE_NOTE = ("Surfaces: Chamfer distance and mesh ASSD (exact point-to-mesh, 
 
 def cmd_bench(args) -> int:
     from . import methods
-    from .bench import (SURFACE_SUMMARY_METRICS, SUMMARY_METRICS, benchmark, cohort_anatomies, parse_list,
+    from .evaluation.bench import (SURFACE_SUMMARY_METRICS, SUMMARY_METRICS, benchmark, cohort_anatomies, parse_list,
                         parse_method_label, phantom_anatomies, plot_rows, summary_markdown, write_rows_csv)
-    from .degrade import PRESETS
-    from .io import staged_folder
+    from .simulation.degrade import PRESETS
+    from .core.io import staged_folder
 
     presets = parse_list(args.presets, "presets", list(PRESETS))
     names = [m.name for m in methods.available()] if args.methods == "all" else parse_list(args.methods, "methods")
@@ -282,8 +284,6 @@ def cmd_bench(args) -> int:
 
 
 def cmd_train(args) -> int:
-    import importlib
-
     from .training import TRAINERS
 
     return importlib.import_module(TRAINERS[args.trainer]).main(args)
@@ -296,16 +296,33 @@ def cmd_methods(args) -> int:
         print(f"{m.name}  ({m.kind}) - {m.title}\n    {m.description}")
         for o in m.options:
             extra = f" choices {list(o.choices)}" if o.choices else ""
-            print(f"    --option {o.name}=<{o.type.__name__}> (default {o.default}){extra}: {o.help}")
+            expert = " [advanced]" if o.advanced else ""
+            print(f"    --option {o.name}=<{o.type.__name__}> (default {o.default}){extra}{expert}: {o.help}")
+    for name, reason in methods.unavailable():
+        print(f"{name}  (unavailable) - {reason}")
     return 0
+
+
+#: Layers that the Slicer extension does not ship (the benchmark, figures and training commands).
+DEVELOPMENT_LAYERS = ("evaluation.bench", "evaluation.figures", "training")
+FULL_PACKAGE = ("this command needs the full CardiacReconstruction package, which the Slicer extension does not "
+                "ship: pip install slicer-cardiac-reconstruction (or install the repository with pip)")
+
+
+def _development_layers_installed() -> bool:
+    return all(importlib.util.find_spec(f"{__package__}.{name}") is not None for name in DEVELOPMENT_LAYERS)
+
+
+def cmd_unshipped(args) -> int:
+    raise InputError(FULL_PACKAGE + ".")
 
 
 # ---------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    from .degrade import PRESETS
-    from .device import DEVICE_CHOICES
-    from .labels import CONVENTION_NAMES
+    from .simulation.degrade import PRESETS
+    from .core.device import DEVICE_CHOICES
+    from .core.labels import CONVENTION_NAMES
 
     fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(prog="cardiac-recon", description=DESCRIPTION, formatter_class=fmt,
@@ -389,18 +406,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--output", default="cardiac-recon-bench", help="output folder (default: %(default)s)")
     b.set_defaults(func=cmd_bench)
 
-    t = sub.add_parser("train", help="train the prior of a learned method (e.g. 'train lo')",
-                       description="Train a learned method's network on the shared data; resumable.")
-    tsub = t.add_subparsers(dest="trainer", metavar="NAME")
-    tsub.required = True
-    from .training import TRAINERS
+    if _development_layers_installed():
+        t = sub.add_parser("train", help="train the prior of a learned method (e.g. 'train lo')",
+                           description="Train a learned method's network on the shared data; resumable.")
+        tsub = t.add_subparsers(dest="trainer", metavar="NAME")
+        tsub.required = True
+        from .training import TRAINERS
 
-    for trainer, module in TRAINERS.items():
-        tp = tsub.add_parser(trainer, help=f"train the {trainer} prior", formatter_class=fmt)
-        import importlib
-
-        importlib.import_module(module).add_arguments(tp)
-    t.set_defaults(func=cmd_train)
+        for trainer, module in TRAINERS.items():
+            tp = tsub.add_parser(trainer, help=f"train the {trainer} prior", formatter_class=fmt)
+            importlib.import_module(module).add_arguments(tp)
+        t.set_defaults(func=cmd_train)
+    else:  # the Slicer extension ships the runtime only
+        t = sub.add_parser("train", help="(needs the full package)", add_help=False)
+        t.add_argument("rest", nargs=argparse.REMAINDER)
+        t.set_defaults(func=cmd_unshipped)
 
     m = sub.add_parser("methods", help="list the registered methods and their options")
     m.set_defaults(func=cmd_methods)
@@ -418,6 +438,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Cancelled as exc:
         print(f"cardiac-recon {args.command}: {exc}", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:
+        if not any((exc.name or "").startswith(f"{__package__}.{name}") for name in DEVELOPMENT_LAYERS):
+            raise
+        print(f"cardiac-recon {args.command}: error: {FULL_PACKAGE}.", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Conventions
 -----------
 * Every function takes its scene from the nodes it is given, or from an explicit ``scene``
   argument, and only then falls back to ``slicer.mrmlScene``.
-* Engine volumes are in world RAS (see :mod:`.geometry`). A node under a *linear* parent
+* Engine volumes are in world RAS (see :mod:`.core.geometry`). A node under a *linear* parent
   transform is read with that transform applied (world = parent-to-world x IJK-to-RAS); a node
   under a non-linear transform is refused with an :class:`InputError` (harden it first). Output
   nodes are created in world coordinates; the corrected image keeps the image's own geometry
@@ -29,13 +29,13 @@ import numpy as np
 import slicer
 import vtk
 
-from .case import Case, LaxView
-from .errors import InputError
-from .geometry import Volume
-from .io import as_integer_labels, as_single_slice
-from .labels import LV, MYO, RV, STRUCTURES, apply_convention, label_for_segment_name, present_labels, to_canonical
-from .sdf import SURFACE_STYLES
-from .stack import shift_slices
+from .core.case import Case, LaxView
+from .core.errors import InputError
+from .core.geometry import Volume
+from .core.io import as_integer_labels, as_single_slice
+from .core.labels import LV, MYO, RV, STRUCTURES, apply_convention, label_for_segment_name, present_labels, to_canonical
+from .core.sdf import SURFACE_STYLES
+from .core.stack import shift_slices
 
 #: Node attribute that marks the nodes this module creates, with their role as value.
 ROLE_ATTRIBUTE = "CardiacReconstruction.Role"
@@ -479,7 +479,7 @@ _DX_DESCRIPTION = ("Estimated in-plane displacement of the slice along the SAX i
 
 def add_displacement_table(displacements, name: str, residuals=None, scene=None):
     """A table node with one row per SAX slice: 'slice', 'dx (mm)', 'dy (mm)' (along the stack's
-    i and j axes, see :mod:`.case`) and, when given, 'residual'. Reuses the table of the same
+    i and j axes, see :mod:`.core.case`) and, when given, 'residual'. Reuses the table of the same
     name made by an earlier run."""
     d = _check_displacements(displacements)
     columns = [np.arange(len(d), dtype=np.int32), d[:, 0].copy(), d[:, 1].copy()]
@@ -548,7 +548,7 @@ def result_to_nodes(result, case: Case, output_segmentation=None, image_node=Non
 def summary_line(case: Case, result, seconds: float, device: str) -> str:
     """One line for the user: run time, device, and LV/RV volumes (ml) and myocardial mass (g)
     of the input stack and of the reconstruction."""
-    from .metrics import myocardial_mass_g, volumes_ml
+    from .core.indices import myocardial_mass_g, volumes_ml
 
     before, after = volumes_ml(case.sax), volumes_ml(result.labels)
     parts = [f"{STRUCTURES[label].key} {before[label]:.1f} -> {after.get(label, 0.0):.1f} ml"

@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import InputError
+from .core.errors import InputError
 
 PROGRESS_PREFIX = "PROGRESS"
 #: The CLI prints InputErrors as ``cardiac-recon run: error: <message>``.
@@ -105,10 +105,10 @@ class RunInputs:
 
 
 def write_inputs(case, folder) -> RunInputs:
-    """Write a :class:`.case.Case` (canonical labels) as files a worker reads back unchanged:
+    """Write a :class:`.core.case.Case` (canonical labels) as files a worker reads back unchanged:
     ``.seg.nrrd`` segmentations with canonical segment names (so they map by name) and the
     image as NRRD. ``folder`` is created if needed."""
-    from .io import write_segmentation, write_volume
+    from .core.io import write_segmentation, write_volume
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -297,7 +297,7 @@ def kill_process_tree(process: subprocess.Popen) -> None:
 
 def read_displacements(path) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """(displacements (n, 2) mm, residuals (n,) or None) from a displacement CSV written by
-    :func:`.io.write_displacements`."""
+    :func:`.core.io.write_displacements`."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Displacement file not found: {path}")
@@ -317,9 +317,9 @@ def read_run_folder(folder):
     """A finished ``cardiac-recon run`` output folder as a :class:`.methods.Result`: labels,
     displacements (residuals go to ``diagnostics['residuals']``), surfaces by structure key,
     and the timings, diagnostics and method name from ``run.json``."""
-    from .io import read_segmentation
+    from .core.io import read_segmentation
     from .methods import Result
-    from .surfaces import read_surface
+    from .core.surfaces import read_surface
 
     folder = Path(folder)
     if not (folder / RESULT_LABELS).is_file():

@@ -28,10 +28,10 @@ import sys
 from pathlib import Path
 
 from CardiacReconstructionLib import methods
-from CardiacReconstructionLib.bench import (Anatomy, cohort_anatomies, phantom_anatomies, run_methods,
+from CardiacReconstructionLib.evaluation.bench import (Anatomy, cohort_anatomies, phantom_anatomies, run_methods,
                                             summary_markdown, write_rows_csv)
-from CardiacReconstructionLib.cohort import load_subject, read_shape, split
-from CardiacReconstructionLib.degrade import make_case
+from CardiacReconstructionLib.training.cohort import load_subject, read_shape, split
+from CardiacReconstructionLib.simulation.cases import make_case
 
 out = Path(sys.argv[1])
 out.mkdir(parents=True, exist_ok=True)

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from CardiacReconstructionLib import methods
-from CardiacReconstructionLib.degrade import make_case
+from CardiacReconstructionLib.simulation.cases import make_case
 from CardiacReconstructionLib.networks.vae import LabelVAE, VAEConfig, refined_config, save_vae
-from CardiacReconstructionLib.phantom import make_phantom
+from CardiacReconstructionLib.simulation.phantom import make_phantom
 
 GRIDS = {"shipped": VAEConfig(), "srheart": refined_config(VAEConfig())}
 

@@ -13,9 +13,9 @@ import sys
 
 import numpy as np
 
-from CardiacReconstructionLib.cohort import acdc_pseudo_hr, acdc_split, load_acdc
-from CardiacReconstructionLib.errors import InputError
-from CardiacReconstructionLib.pipelines.latent_optimisation import labels_on_prior_grid, load_prior
+from CardiacReconstructionLib.training.cohort import acdc_pseudo_hr, acdc_split, load_acdc
+from CardiacReconstructionLib.core.errors import InputError
+from CardiacReconstructionLib.methods.latent_optimisation import labels_on_prior_grid, load_prior
 from CardiacReconstructionLib.training.lo import validate
 
 

@@ -28,11 +28,11 @@ import argparse
 
 import numpy as np
 
-from CardiacReconstructionLib import bench
-from CardiacReconstructionLib.degrade import make_case
-from CardiacReconstructionLib.metrics import chamfer_distance
-from CardiacReconstructionLib.pipelines import mask2surface as m2s
-from CardiacReconstructionLib.sdf import SURFACE_KEYS, label_sdgs, sdg_surface
+from CardiacReconstructionLib.evaluation import bench
+from CardiacReconstructionLib.simulation.cases import make_case
+from CardiacReconstructionLib.evaluation.metrics import chamfer_distance
+from CardiacReconstructionLib.methods import mask2surface as m2s
+from CardiacReconstructionLib.core.sdf import SURFACE_KEYS, label_sdgs, sdg_surface
 
 NEAR_SURFACE_MM = 5.0
 

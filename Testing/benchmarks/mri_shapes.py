@@ -19,8 +19,8 @@ import argparse
 
 import numpy as np
 
-from CardiacReconstructionLib.bench import acdc_anatomies, benchmark, parse_list
-from CardiacReconstructionLib.pipelines import mask2surface as m2s
+from CardiacReconstructionLib.evaluation.bench import acdc_anatomies, benchmark, parse_list
+from CardiacReconstructionLib.methods import mask2surface as m2s
 
 SURFACE_METRICS = ("dice_MYO", "chamfer_mean_mm", "chamfer_LV_myocardium_mm", "surface_assd_mean_mm")
 LABEL_METRICS = ("dice_mean", "dice_MYO", "assd_mean", "displacement_error_mm", "displacement_error_mean_removed_mm")

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import vtk
 
-from CardiacReconstructionLib.io import read_volume
-from CardiacReconstructionLib.labels import STRUCTURES
-from CardiacReconstructionLib.surfaces import polydata_points, read_surface
+from CardiacReconstructionLib.core.io import read_volume
+from CardiacReconstructionLib.core.labels import STRUCTURES
+from CardiacReconstructionLib.core.surfaces import polydata_points, read_surface
 
 OPACITY = {"MYO": 0.45, "LV_epicardium": 0.45}  # everything else opaque
 #: The surfaces drawn: a label method's structures, or Mask2Surface's own surfaces (the LV
@@ -35,7 +35,7 @@ MASK2SURFACE_KEYS = ("RV_endocardium", "LV_endocardium", "LV_epicardium")
 
 
 def _colour(key: str):
-    from CardiacReconstructionLib.sdf import SURFACE_STYLES
+    from CardiacReconstructionLib.core.sdf import SURFACE_STYLES
 
     if key in SURFACE_STYLES:
         return SURFACE_STYLES[key][1]

@@ -1,13 +1,7 @@
-"""Neural networks of the learned pipelines (torch only; imported lazily by the pipelines)."""
+"""Networks layer: the architectures of the learned methods, their one checkpoint format
+(:mod:`.checkpoint`), the shipped-weights manifest (:mod:`.weights`) and the per-method cache
+(:mod:`.cache`).
 
-from .vae import VAEConfig, LabelVAE, load_vae, save_vae  # noqa: F401
-
-__all__ = ["VAEConfig", "LabelVAE", "load_vae", "save_vae"]
-
-try:  # DeepWHR networks; guarded so that one network module's failure cannot break another
-    from .asv import ASVConfig, ASVNet  # noqa: F401,E402
-    from .dsl import DSLConfig, DSLNet  # noqa: F401,E402
-
-    __all__ += ["ASVConfig", "ASVNet", "DSLConfig", "DSLNet"]
-except Exception:  # pragma: no cover
-    pass
+Importing this package imports no torch: the architecture modules do, and the methods import
+them on first use, so the method catalogue and the Slicer module open without torch.
+"""

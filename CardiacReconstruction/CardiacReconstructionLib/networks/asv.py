@@ -23,7 +23,7 @@ Loss (paper): L2 between softmax probabilities and the one-hot target + multi-cl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, fields
 from typing import Dict
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 
 class NetworkConfig:

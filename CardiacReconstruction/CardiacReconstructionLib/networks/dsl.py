@@ -23,7 +23,7 @@ with the decoder frozen, so the decoder keeps the CT-learned shape manifold.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterator, Tuple
+from typing import Iterator, Tuple
 
 import torch
 from torch import nn

@@ -1,7 +1,7 @@
 """MCSR-Net: per-slice motion correction followed by through-plane super-resolution of a label
 stack (Chen et al. 2024, MCSR-ETE; reused as the first stage of Mask2Surface, Zhang et al.).
 
-Both halves work on the canonical LR grid of :mod:`..pipelines.dsl_asv` (64 x 64 voxels of 2.5
+Both halves work on the canonical LR grid of :mod:`..methods.dsl_asv` (64 x 64 voxels of 2.5
 mm in-plane, one row per input slice, base -> apex), for any number of slices:
 
 * **MC-Net** predicts one in-plane translation (di, dj) per slice, in canonical voxels. Its trunk

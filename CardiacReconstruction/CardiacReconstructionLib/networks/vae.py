@@ -2,7 +2,7 @@
 
 The prior (SRHeart, Wang et al., MICCAI 2021) maps a latent code z to logits of (background, LV,
 MYO, RV) on a fixed grid centred on the heart, in the short-axis (SAX) frame of
-:func:`..cohort.sax_frame` (k from base to apex, i from the LV towards the RV). The grid and every
+:func:`..anatomy.frame.sax_frame` (k from base to apex, i from the LV towards the RV). The grid and every
 architecture choice are a :class:`VAEConfig` stored with the weights, so a model trained at
 another grid (e.g. the SRHeart default 64 x 128 x 128 on a GPU) drops in without code changes.
 
@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .config import NetworkConfig
 
 #: Channel order of the one-hot maps: background and the canonical labels 1 LV, 2 MYO, 3 RV.
@@ -49,7 +49,7 @@ class VAEConfig(NetworkConfig):
     """Everything that fixes the network and the grid it works on.
 
     ``grid_shape`` is the array shape (k, j, i); ``spacing`` the voxel size (i, j, k) in mm, as
-    everywhere in the engine. The grid is centred on the heart (see :mod:`..pipelines.latent_optimisation`).
+    everywhere in the engine. The grid is centred on the heart (see :mod:`..methods.latent_optimisation`).
     """
 
     grid_shape: Tuple[int, int, int] = (32, 64, 64)

@@ -9,7 +9,7 @@
   :func:`.degrade.degrade` of a pool heart with random motion (none, SRHeart-normal to 4x severe
   magnitudes, STACOM-like per-axis shifts with plane tilt and end-slice dropout), in-plane slice
   rotations, label noise and a random slice spacing, cropped to the slices around the heart, and
-  canonicalised exactly as at inference (:func:`..pipelines.dsl_asv.canonical_geometry`). Input:
+  canonicalised exactly as at inference (:func:`..anatomy.canonical.canonical_geometry`). Input:
   the degraded stack; target: the motion-free stack (``Degraded.lr_truth``) on the same grid.
 * ``asv``: ASV on motion-free (or slightly shifted) LR stacks of the same hearts resliced at 1 mm
   through-plane, with random LR spacing (6-12 mm) and factor (x1.5-x6, non-integer), random
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +35,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
+from ..networks.checkpoint import load_network, save_network, save_torch
 
 # ---------------------------------------------------------------------------------------------
 # Configuration
@@ -98,7 +98,7 @@ _INPLANE_EXTENT_MM = 160.0
 
 
 def _cohort_paths(root, subjects) -> Tuple[Path, ...]:
-    from ..cohort import split, subject_path
+    from .cohort import split, subject_path
 
     if subjects:
         return tuple(subject_path(s, root) for s in subjects)
@@ -106,7 +106,7 @@ def _cohort_paths(root, subjects) -> Tuple[Path, ...]:
 
 
 def _load_hr(path, mode: str, inplane_mm: float, k_mm: float, rng: np.random.Generator):
-    from ..cohort import load_subject
+    from .cohort import load_subject
 
     n_i = int(round(_INPLANE_EXTENT_MM / inplane_mm))
     n_k = int(round(_K_EXTENT_MM[mode] / k_mm))
@@ -157,7 +157,7 @@ def crop_to_heart(deg, rng: np.random.Generator, margin_max: int = 1):
     """Keep the slices around the heart (0..margin_max empty slices beyond each end), as clinical
     stacks start near the base and end near the apex; returns (sax, lr_truth) Volumes and the
     kept slice range of ``deg``'s stack."""
-    from ..geometry import Volume
+    from ..core.geometry import Volume
 
     have = np.flatnonzero(deg.sax.array.any(axis=(1, 2)) | deg.lr_truth.array.any(axis=(1, 2)))
     n = deg.sax.shape[0]
@@ -172,8 +172,8 @@ def crop_to_heart(deg, rng: np.random.Generator, margin_max: int = 1):
 
 def dsl_pair(pool: HeartPool, cfg: DSLTrainConfig, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
     """One (degraded, clean) canonical LR pair, uint8 [k, j, i] each."""
-    from ..degrade import degrade
-    from ..pipelines.dsl_asv import canonical_geometry, to_canonical_labels
+    from ..simulation.degrade import degrade
+    from ..anatomy.canonical import canonical_geometry, to_canonical_labels
 
     hr = pool.pick()
     preset, overrides = random_motion(rng)
@@ -189,8 +189,8 @@ def dsl_pair(pool: HeartPool, cfg: DSLTrainConfig, rng: np.random.Generator) -> 
 def asv_sample(pool: HeartPool, cfg: ASVTrainConfig, rng: np.random.Generator):
     """(LR labels [k, j, i], target positions z, cell size, HR target labels [z, j, i]), cropped
     in-plane to ``cfg.crop`` around a random point of the heart."""
-    from ..degrade import degrade
-    from ..geometry import resample
+    from ..simulation.degrade import degrade
+    from ..core.geometry import resample
     from ..methods import output_geometry
 
     hr = pool.pick()
@@ -230,48 +230,6 @@ def dsl_loss(logits, target, n_classes: int):
     present = onehot.sum(dims) > 0
     dice = (2 * inter + 1e-3) / (denom + 1e-3)
     return ce + (1 - dice[present].mean())
-
-
-def _save_atomic(obj, path: Path) -> None:
-    import torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, str(tmp))
-    os.replace(tmp, path)
-
-
-def save_network(model, path: Path, kind: str, meta: Dict) -> Path:
-    """The shipped weights file: {'kind', 'config', 'state_dict', 'meta'} (float32)."""
-    state = {k: v.detach().cpu().float().clone() for k, v in model.state_dict().items()}
-    _save_atomic({"kind": kind, "config": model.config.to_dict(), "state_dict": state, "meta": meta}, path)
-    return Path(path)
-
-
-#: Weights-file kind -> (networks module, config class, network class).
-NETWORK_KINDS = {"dsl": ("dsl", "DSLConfig", "DSLNet"), "asv": ("asv", "ASVConfig", "ASVNet"),
-                 "mcsr": ("mcsr", "MCSRConfig", "MCSRNet"),
-                 "vqvae": ("latent_diffusion", "VQVAEConfig", "SDGAutoencoder"),
-                 "ldm": ("latent_diffusion", "LDMConfig", "LatentDenoiser")}
-
-
-def load_network(path_or_obj, kind: str, map_location="cpu"):
-    """A network of ``kind`` (:data:`NETWORK_KINDS`) from a weights file (or its loaded dict), in
-    eval mode."""
-    import importlib
-
-    import torch
-
-    obj = path_or_obj if isinstance(path_or_obj, dict) else torch.load(str(path_or_obj), map_location=map_location,
-                                                                         weights_only=True)
-    if obj.get("kind") != kind:
-        raise InputError(f"The weights file holds a {obj.get('kind')!r} network, expected {kind!r}.")
-    module_name, config_name, net_name = NETWORK_KINDS[kind]
-    module = importlib.import_module(f"..networks.{module_name}", __package__)
-    model = getattr(module, net_name)(getattr(module, config_name).from_dict(obj["config"]))
-    model.load_state_dict(obj["state_dict"])
-    return model.eval()
 
 
 def _checkpoint_path(output: Path) -> Path:
@@ -334,7 +292,7 @@ def _train_loop(kind: str, model, opt, cfg, pool, micro_batches: int, sample_los
     last_ckpt = time.perf_counter()
 
     def checkpoint():
-        _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+        save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                       "elapsed_s": clock.elapsed_s, "history": history, "config": asdict(cfg)}, ckpt)
 
     running = []
@@ -432,17 +390,17 @@ def validate(dsl_weights=None, asv_weights=None, root=None, seeds=(0, 1, 2), log
     * ASV: mean Dice (LV, MYO, RV) of super-resolution without motion (``correction='none'``)
       to 2 mm (x5) and 3 mm (x3.33, non-integer), against linear interpolation of the labels.
     """
-    from ..pipelines import dsl_asv as pipe
+    from ..methods import dsl_asv as pipe
 
     with pipe.using_weights(dsl_weights, asv_weights):
         return _validate(root, seeds, log)
 
 
 def _validate(root, seeds, log) -> Dict[str, float]:
-    from ..bench import cohort_anatomies
-    from ..degrade import make_case
+    from ..evaluation.bench import cohort_anatomies
+    from ..simulation.cases import make_case
     from ..methods import run
-    from ..metrics import dice, displacement_error
+    from ..evaluation.metrics import dice, displacement_error
 
     out: Dict[str, List[float]] = {}
     for anatomy in cohort_anatomies(root):
@@ -502,7 +460,7 @@ _CARD_TEXT = {
 
 
 def _default_iterations() -> int:
-    from ..pipelines.dsl_asv import DEFAULT_ITERATIONS
+    from ..methods.dsl_asv import DEFAULT_ITERATIONS
 
     return DEFAULT_ITERATIONS
 
@@ -512,7 +470,7 @@ def model_card(kind: str, weights_path, metrics: Dict[str, float]) -> str:
     time and device, validation metrics, SHA-256)."""
     import torch
 
-    from ..weights import sha256
+    from ..networks.weights import sha256
 
     obj = torch.load(str(weights_path), map_location="cpu", weights_only=True)
     meta, cfg = obj.get("meta", {}), obj["config"]
@@ -555,7 +513,7 @@ def model_card(kind: str, weights_path, metrics: Dict[str, float]) -> str:
 
 def install_weights(dsl_path, asv_path, metrics: Dict[str, float], directory=None, log=print) -> None:
     """Register both weights files with their model cards in the weights folder (manifest)."""
-    from .. import weights
+    from ..networks import weights
 
     for name, path in (("dsl", dsl_path), ("asv", asv_path)):
         entry = weights.register(name, path, model_card(name, path, metrics), directory)
@@ -583,8 +541,8 @@ def finetune_pairs(corrected: Sequence, uncorrected: Optional[Sequence], rng: np
                    inplane_size: int, spacing_mm: float):
     """One canonical (input, target) pair: a corrected stack and either its uncorrected twin or
     a copy with random per-slice shifts (SRHeart-normal to severe magnitudes) as input."""
-    from ..pipelines.dsl_asv import canonical_geometry, to_canonical_labels
-    from ..stack import shift_slices
+    from ..anatomy.canonical import canonical_geometry, to_canonical_labels
+    from ..core.stack import shift_slices
 
     i = int(rng.integers(len(corrected)))
     target = corrected[i]
@@ -607,7 +565,7 @@ def finetune_dsl(corrected_dir, output, weights=None, uncorrected=None, minutes:
     with the decoder frozen, so the CT-learned shape manifold of the decoder is kept."""
     import torch
 
-    from ..io import read_segmentation
+    from ..core.io import read_segmentation
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -625,7 +583,7 @@ def finetune_dsl(corrected_dir, output, weights=None, uncorrected=None, minutes:
                 raise InputError(f"The uncorrected stack {twin.name} is not on the grid of its corrected twin.")
             sources.append(s)
     if weights is None:
-        from .. import weights as shipped
+        from ..networks import weights as shipped
 
         start = shipped.load_state_dict("dsl", map_location="cpu")
     else:
@@ -658,7 +616,7 @@ def finetune_dsl(corrected_dir, output, weights=None, uncorrected=None, minutes:
         opt.step()
         step += 1
         losses.append(total)
-    _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+    save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                   "elapsed_s": clock.elapsed_s, "history": [], "config": {}}, ckpt)
     unchanged = all(torch.equal(v, model.decoder.state_dict()[k]) for k, v in decoder_before.items())
     meta = dict(start.get("meta", {}))

@@ -1,8 +1,8 @@
 """Training the shape prior of latent optimisation: ``cardiac-recon train lo``.
 
-Data: the training split of the whole-heart CT cohort (:func:`..cohort.split`, 15 real subjects,
+Data: the training split of the whole-heart CT cohort (:func:`.cohort.split`, 15 real subjects,
 valve-cut biventricular labels, no PCA shapes: those leak the validation subjects), each shape
-resliced straight onto the prior's grid in its SAX frame by :func:`..cohort.load_subject` with
+resliced straight onto the prior's grid in its SAX frame by :func:`.cohort.load_subject` with
 augmentation (scale, long-axis scale, tilt, spin, elastic) in one SimpleITK pass.
 
 Why a cache: one augmented resampling costs ~0.2 s of CPU, more than a training step per sample,
@@ -10,8 +10,8 @@ so ``augmentations`` draws per subject are made once (seeded by ``(seed, subject
 ``workers`` processes) and kept in ``cache_dir``; every step then adds a random integer
 translation (``translate_voxels``) so that the prior tolerates the error of the grid centre
 estimated from a stack at inference. Optional ``acdc`` adds MRI-shaped pseudo high-resolution
-shapes (:func:`..cohort.acdc_pseudo_hr` on the ACDC training split) mapped onto the prior grid
-exactly as inference maps a stack (:func:`..pipelines.latent_optimisation.prior_frame_from_stack`).
+shapes (:func:`.cohort.acdc_pseudo_hr` on the ACDC training split) mapped onto the prior grid
+exactly as inference maps a stack (:func:`..methods.latent_optimisation.prior_frame_from_stack`).
 
 Validation: the 4 held-out CT subjects, un-augmented; reconstruction Dice per structure of
 ``argmax(decode(mu))`` and the KL (nats) the code carries.
@@ -36,7 +36,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
+from ..networks.checkpoint import save_torch
 
 CT_CITATION = ("Rodero C. et al., 'Linking statistical shape models and simulated function in the healthy adult "
                "human heart', PLOS Computational Biology 17(4):e1008851 (2021).")
@@ -90,7 +91,7 @@ def _one_ct_sample(job) -> np.ndarray:
     path, grid_shape, spacing, seed_seq = job
     import SimpleITK as sitk
 
-    from ..cohort import load_subject
+    from .cohort import load_subject
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     augment = None if seed_seq is None else np.random.default_rng(seed_seq)
@@ -114,7 +115,7 @@ def _cache_key(cfg: TrainConfig, names: Sequence[str], what: str) -> str:
 def ct_training_set(cfg: TrainConfig, log=print) -> np.ndarray:
     """``augmentations`` augmented draws of every CT training subject on the prior grid,
     uint8 [N, k, j, i], cached on disk (same config -> same file)."""
-    from ..cohort import split
+    from .cohort import split
 
     paths = split(cfg.data_root, "train")
     paths = paths[:cfg.subjects] if cfg.subjects > 0 else paths
@@ -139,7 +140,7 @@ def ct_training_set(cfg: TrainConfig, log=print) -> np.ndarray:
 
 def validation_set(cfg: TrainConfig) -> Tuple[List[str], np.ndarray]:
     """The held-out CT subjects on the prior grid, un-augmented: names and uint8 [4, k, j, i]."""
-    from ..cohort import split
+    from .cohort import split
 
     paths = split(cfg.data_root, "val")
     data = np.stack(_map_jobs([(str(p), cfg.grid_shape, cfg.spacing, None) for p in paths], 1))
@@ -149,8 +150,8 @@ def validation_set(cfg: TrainConfig) -> Tuple[List[str], np.ndarray]:
 def acdc_training_set(cfg: TrainConfig, log=print) -> np.ndarray:
     """Pseudo high-resolution ACDC shapes (training patients, both frames) on the prior grid,
     placed by the same stack-derived frame that inference uses; uint8 [N, k, j, i]."""
-    from ..cohort import acdc_pseudo_hr, acdc_split, load_acdc
-    from ..pipelines.latent_optimisation import labels_on_prior_grid
+    from .cohort import acdc_pseudo_hr, acdc_split, load_acdc
+    from ..methods.latent_optimisation import labels_on_prior_grid
 
     keys = acdc_split(cfg.data_root, "train")
     cache = Path(cfg.cache_dir) / f"lo_acdc_{_cache_key(cfg, keys, 'acdc')}.npy"
@@ -221,14 +222,6 @@ def _learning_rate(cfg: TrainConfig, step: int, total: int) -> float:
     return cfg.final_learning_rate + 0.5 * (cfg.learning_rate - cfg.final_learning_rate) * (1 + math.cos(math.pi * t))
 
 
-def _save_atomic(obj, path: Path) -> None:
-    import torch
-
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, str(tmp))
-    os.replace(tmp, path)
-
-
 def initial_state(init: str, cfg: TrainConfig) -> Dict:
     """Weights to start a new run from (``--init``): a name in the weights manifest (e.g. the
     shipped ``lo_vae``, SHA-256 verified) or a ``.pt`` file of :func:`..networks.vae.save_vae`.
@@ -236,7 +229,7 @@ def initial_state(init: str, cfg: TrainConfig) -> Dict:
     the one a level coarser (:func:`..networks.vae.refined`: half the grid, one level fewer), which
     is then grown to ``cfg``'s grid, starting out as its own trilinearly upsampled output."""
     from ..networks.vae import CONFIG_KEY, refined, refined_config, vae_state_dict
-    from ..pipelines.latent_optimisation import load_prior
+    from ..methods.latent_optimisation import load_prior
 
     model = load_prior(init)  # same name-or-path rule and checksum verification as inference
     want = cfg.vae_config()
@@ -308,7 +301,7 @@ def train(cfg: TrainConfig, output: Path, resume: bool = False, log=print, init:
         return elapsed_before + time.perf_counter() - t0
 
     def checkpoint():
-        _save_atomic({"train_config": _plain(asdict(cfg)), "model": model.state_dict(),
+        save_torch({"train_config": _plain(asdict(cfg)), "model": model.state_dict(),
                       "optimiser": optimiser.state_dict(), "step": step, "history": history,
                       "elapsed_s": elapsed(), "init": init_record}, ckpt_path)
 
@@ -387,7 +380,7 @@ def _network_options(cfg: Dict) -> str:
 
 def model_card(meta: Dict, sha256: str, name: str = "lo_vae") -> str:
     """Markdown model card of exported weights from their metadata (``lo_vae.json``)."""
-    from ..cohort import DEFAULT_GRID_SHAPE as SRHEART_GRID_SHAPE  # the cohort's SAX grid is SRHeart's
+    from .cohort import DEFAULT_GRID_SHAPE as SRHEART_GRID_SHAPE  # the cohort's SAX grid is SRHeart's
 
     cfg, val = meta["train_config"], meta["validation"]
     grid, sp = cfg["grid_shape"], cfg["spacing"]
@@ -450,7 +443,7 @@ RV blood pool), the prior of the `latent_optimisation` method (SRHeart: {meta['m
 
 def register_weights(output: Path, name: str = "lo_vae", directory=None) -> Dict:
     """Install ``output/lo_vae.pt`` with its model card into the weights folder (manifest entry)."""
-    from .. import weights
+    from ..networks import weights
 
     output = Path(output)
     meta = json.loads((output / "lo_vae.json").read_text())

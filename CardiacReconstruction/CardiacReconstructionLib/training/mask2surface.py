@@ -17,7 +17,7 @@ time budget counts the time already spent; all randomness seeded):
   so its template-registered meshes can follow exactly), degraded with ``normal``,
   ``mask2surface`` or ``severe`` motion at 8-10 mm, corrected and super-resolved by the trained
   MCSR-Net; stored: the C-SDG of the MCSR output (the condition) and the ground-truth SDG from the
-  meshes (:mod:`..surface_truth`) on the same surface grid, moved by the mean displacement like
+  meshes (:mod:`..evaluation.surface_truth`) on the same surface grid, moved by the mean displacement like
   the MCSR targets. ``--source acdc`` makes MRI-shaped pairs the same way from the pseudo-HR
   shapes of the ACDC training patients (ED and ES; target: the shape's own C-SDG), because the
   15 healthy end-diastolic CT hearts alone leave real MRI stacks out of the prior's domain.
@@ -31,14 +31,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from .. import weights
-from ..errors import InputError
+from ..networks import weights
+from ..core.errors import InputError
 from .dsl_asv import (BudgetConfig, HeartPool, _checkpoint_path, _cohort_paths, _onehot_t, _resume, _train_loop,
                       add_budget_arguments, budget_from_arguments, crop_to_heart, dsl_loss, random_motion)
 
@@ -67,7 +67,7 @@ class MCSRTrainConfig(BudgetConfig):
 def shifted(geometry, offset_ras: np.ndarray):
     """``geometry`` moved by ``-offset_ras``: resampling a volume onto it and reading the array on
     the unmoved grid gives the volume translated by ``+offset_ras``."""
-    from ..geometry import Geometry
+    from ..core.geometry import Geometry
 
     m = geometry.ijk_to_ras.copy()
     m[:3, 3] -= offset_ras
@@ -78,7 +78,7 @@ def split_common_shift(displacements_mm, grid, sax, labelled: np.ndarray):
     """True displacements (input order, mm) -> (translations centred on the ``labelled`` slices,
     canonical voxels, zero on unlabelled slices; the common shift removed, as RAS mm). The common
     shift is invisible in the stack, so every target is moved by it."""
-    from ..pipelines.dsl_asv import input_mm_to_canonical
+    from ..anatomy.canonical import input_mm_to_canonical
 
     d = input_mm_to_canonical(displacements_mm, grid, sax)
     mean = d[labelled].mean(axis=0) if labelled.any() else np.zeros(2)
@@ -89,9 +89,9 @@ def mcsr_targets(sax, clean, hr, displacements_mm, inplane_size: int, hr_slice_s
     """Canonical input and targets of one degraded stack: (input labels [K, J, I], centred
     translations [K, 2] canonical voxels, corrected-LR target [K, J, I], HR slice positions z (LR
     units), HR target [Z, J, I], the canonical grid)."""
-    from ..geometry import resample
+    from ..core.geometry import resample
     from ..methods import output_geometry
-    from ..pipelines.dsl_asv import CanonicalGrid, canonical_geometry, to_canonical_labels
+    from ..anatomy.canonical import CanonicalGrid, canonical_geometry, to_canonical_labels
 
     grid = canonical_geometry(sax, inplane_size)
     x = to_canonical_labels(sax, grid)
@@ -104,7 +104,7 @@ def mcsr_targets(sax, clean, hr, displacements_mm, inplane_size: int, hr_slice_s
 
 
 def mcsr_sample(pool: HeartPool, cfg: MCSRTrainConfig, rng: np.random.Generator, hr_slice_spacing_mm: float = 2.0):
-    from ..degrade import degrade
+    from ..simulation.degrade import degrade
 
     hr = pool.pick()
     preset, overrides = random_motion(rng)
@@ -190,9 +190,9 @@ def degraded_condition(hr, rng: np.random.Generator, mcsr, vq_config, device: st
     from ``rng``), corrected and super-resolved by MCSR-Net: (condition C-SDG [S, k, j, i] mm, the
     grid on which the ground truth must be sampled: the surface grid moved by the common shift,
     which the stack cannot show)."""
-    from ..degrade import degrade
-    from ..pipelines.mask2surface import run_mcsr, surface_grid
-    from ..sdf import label_sdgs
+    from ..simulation.degrade import degrade
+    from ..methods.mask2surface import run_mcsr, surface_grid
+    from ..core.sdf import label_sdgs
 
     preset = PAIR_PRESETS[int(rng.integers(len(PAIR_PRESETS)))]
     deg = degrade(hr, preset, slice_spacing=float(rng.uniform(8.0, 10.0)), seed=int(rng.integers(2 ** 31)))
@@ -209,8 +209,8 @@ def degraded_condition(hr, rng: np.random.Generator, mcsr, vq_config, device: st
 def surface_pair(path, seed: int, mcsr, vq_config, device: str = "cpu") -> Tuple[np.ndarray, np.ndarray]:
     """(condition C-SDG, ground-truth SDG), float32 [S, k, j, i] in mm, for one augmented heart
     (affine augmentation drawn from ``seed``) and one degradation (see the module docstring)."""
-    from ..cohort import AugmentationRanges, draw_augmentation, load_subject
-    from ..surface_truth import truth_sdgs
+    from .cohort import AugmentationRanges, draw_augmentation, load_subject
+    from ..evaluation.surface_truth import truth_sdgs
 
     ranges = AugmentationRanges(elastic_mm=0.0)
     aug = draw_augmentation(np.random.default_rng(seed), ranges)
@@ -223,14 +223,14 @@ def surface_pair(path, seed: int, mcsr, vq_config, device: str = "cpu") -> Tuple
 def acdc_surface_pair(key: str, seed: int, mcsr, vq_config, data_root=None,
                       device: str = "cpu") -> Tuple[np.ndarray, np.ndarray]:
     """(condition C-SDG, target SDG) for one MRI-shaped heart: the pseudo high-resolution shape
-    of a real ACDC stack (:func:`..cohort.acdc_pseudo_hr`) degraded and corrected like
+    of a real ACDC stack (:func:`.cohort.acdc_pseudo_hr`) degraded and corrected like
     :func:`surface_pair`; the target is the C-SDG of that shape. Why: the CT cohort alone is 15
     healthy end-diastolic hearts, and the CT-only VQ-VAE reconstructed the C-SDGs of real MRI stacks
     (ACDC) 1.3-2.8 x worse near the surface than those of held-out CT hearts, so a CT-only prior pulls MRI shapes towards CT
     anatomy. The pseudo-HR shape is an approximation (interpolated between 10 mm slices), used
     for its shape family only, never to score."""
-    from ..cohort import acdc_pseudo_hr, load_acdc
-    from ..sdf import label_sdgs
+    from .cohort import acdc_pseudo_hr, load_acdc
+    from ..core.sdf import label_sdgs
 
     hr = acdc_pseudo_hr(load_acdc(data_root, key))
     condition, truth_grid = degraded_condition(hr, np.random.default_rng([seed, 3]), mcsr, vq_config, device)
@@ -249,7 +249,7 @@ def make_pairs(output, mcsr_weights, n_per_subject: int = 10, subjects=None, dat
     import torch
 
     from ..networks.latent_diffusion import VQVAEConfig
-    from ..training.dsl_asv import load_network
+    from ..networks.checkpoint import load_network
 
     if source not in PAIR_SOURCES:
         raise InputError(f"Unknown pairs source {source!r}; expected one of {', '.join(PAIR_SOURCES)}.")
@@ -258,7 +258,7 @@ def make_pairs(output, mcsr_weights, n_per_subject: int = 10, subjects=None, dat
     part = output.with_suffix(".part.npz")
     mcsr = load_network(mcsr_weights, "mcsr")
     if source == "acdc":
-        from ..cohort import acdc_split
+        from .cohort import acdc_split
 
         shapes = subjects or acdc_split(data_root, "train")
         make = lambda key, s: acdc_surface_pair(key, s, mcsr, VQVAEConfig(), data_root)  # noqa: E731
@@ -395,7 +395,7 @@ def train_ldm(cfg: SDGTrainConfig, vqvae_weights, output: Path, resume: bool = F
     import torch
 
     from ..networks.latent_diffusion import LatentDenoiser, LDMConfig, ddpm_scheduler
-    from ..training.dsl_asv import load_network
+    from ..networks.checkpoint import load_network
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -490,7 +490,7 @@ def model_card(kind: str, weights_path, metrics: Dict[str, float], pairs_note: s
     """Markdown model card (data and citation, configuration, training, validation, SHA-256)."""
     import torch
 
-    from ..weights import sha256
+    from ..networks.weights import sha256
 
     obj = torch.load(str(weights_path), map_location="cpu", weights_only=True)
     meta, cfg = obj.get("meta", {}), obj["config"]
@@ -525,7 +525,7 @@ def model_card(kind: str, weights_path, metrics: Dict[str, float], pairs_note: s
 def validate(root=None, seeds=(0, 1, 2), presets=("normal", "mask2surface"), log=print) -> Dict[str, float]:
     """Mean plain myocardium Dice, displacement error and Chamfer distance (mm) of ``mask2surface``
     and of MCSR-Net alone on the held-out hearts (the numbers of the model cards)."""
-    from ..bench import benchmark, cohort_anatomies
+    from ..evaluation.bench import benchmark, cohort_anatomies
 
     rows = benchmark(cohort_anatomies(root), presets, ["mask2surface"], seeds,
                      method_options={"mask2surface": {}}, surface_metrics=True,
@@ -541,7 +541,7 @@ def validate(root=None, seeds=(0, 1, 2), presets=("normal", "mask2surface"), log
 def install_weights(paths: Dict[str, str], metrics: Dict[str, float], pairs_note: str = "", directory=None,
                     log=print) -> None:
     """Register the three weights files with model cards in the weights folder (manifest)."""
-    from ..pipelines.mask2surface import LDM_WEIGHTS, MCSR_WEIGHTS, VQVAE_WEIGHTS
+    from ..methods.mask2surface import LDM_WEIGHTS, MCSR_WEIGHTS, VQVAE_WEIGHTS
 
     names = {"mcsr": MCSR_WEIGHTS, "vqvae": VQVAE_WEIGHTS, "ldm": LDM_WEIGHTS}
     for kind, path in paths.items():
@@ -581,7 +581,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args) -> int:
     subjects = tuple(s.strip() for s in args.subjects.split(",")) if args.subjects else None
     if args.stage in ("validate", "install"):
-        from ..pipelines.mask2surface import using_weights
+        from ..methods.mask2surface import using_weights
 
         with using_weights(mcsr=args.mcsr, vqvae=args.vqvae, ldm=args.ldm):
             metrics = validate(args.data)

@@ -18,11 +18,11 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 import numpy as np
 
-from . import methods as method_registry
-from .case import Case
-from .degrade import make_case
-from .errors import InputError
-from .geometry import Geometry, Volume
+from .. import methods as method_registry
+from ..core.case import Case
+from ..simulation.cases import make_case
+from ..core.errors import InputError
+from ..core.geometry import Geometry, Volume
 from .metrics import evaluate
 
 REFERENCE_METHOD = "nearest"
@@ -78,7 +78,7 @@ class PeakMemory:
 @dataclass
 class Anatomy:
     """A ground-truth heart to benchmark on: HR labels in its SAX frame (+ landmarks), and how to
-    make its ground-truth surfaces (:data:`..sdf.SURFACE_KEYS` -> vtkPolyData, RAS) on demand."""
+    make its ground-truth surfaces (:data:`..core.sdf.SURFACE_KEYS` -> vtkPolyData, RAS) on demand."""
 
     name: str
     truth: Volume
@@ -88,7 +88,7 @@ class Anatomy:
 
     def truth_surfaces(self) -> Dict[str, object]:
         if self._surfaces is None:
-            from .sdf import label_truth_surfaces
+            from ..core.sdf import label_truth_surfaces
 
             self._surfaces = self.surface_truth() if self.surface_truth else label_truth_surfaces(self.truth)
         return self._surfaces
@@ -97,7 +97,7 @@ class Anatomy:
 def phantom_anatomies(n: int, mode: str = "biventricular", first_seed: int = 0) -> Iterator[Anatomy]:
     """Procedural phantoms; their ground-truth surfaces are the zero level sets of the signed
     distance to their HR labels (no mesh exists)."""
-    from .phantom import make_phantom
+    from ..simulation.phantom import make_phantom
 
     for seed in range(first_seed, first_seed + n):
         p = make_phantom(seed=seed, mode=mode)
@@ -119,7 +119,7 @@ def heart_box_geometry(truth: Volume, margin_mm: float = 10.0):
 def cohort_anatomies(root, n: Optional[int] = None, mode: str = "biventricular") -> Iterator[Anatomy]:
     """Held-out (validation split) hearts of the whole-heart CT cohort, never trained on; their
     ground-truth surfaces come from the template-registered meshes (:mod:`.surface_truth`)."""
-    from .cohort import load_subject, read_shape, split
+    from ..training.cohort import load_subject, read_shape, split
 
     for path in split(root, "val")[: n or None]:
         truth = load_subject(path, mode=mode)
@@ -137,19 +137,19 @@ SURFACE_TRUTH_SPACING_MM = 1.0
 
 def acdc_anatomies(n: int, every: int = 1, root=None) -> List[Anatomy]:
     """MRI-shaped hearts never trained on: every ``every``-th ACDC validation stack (the first
-    ``n``), each as its pseudo high-resolution shape (:func:`.cohort.acdc_pseudo_hr`; an
+    ``n``), each as its pseudo high-resolution shape (:func:`..training.cohort.acdc_pseudo_hr`; an
     approximate truth, surfaces from its labels)."""
-    from .cohort import acdc_pseudo_hr, acdc_split, load_acdc
+    from ..training.cohort import acdc_pseudo_hr, acdc_split, load_acdc
 
     return [Anatomy(k, acdc_pseudo_hr(load_acdc(root, k))) for k in acdc_split(root, "val")[::every][:n]]
 
 
 def result_surfaces(result: method_registry.Result) -> Dict[str, object]:
-    """The surfaces of :data:`..sdf.SURFACE_KEYS` a result is judged by: its own where the method
+    """The surfaces of :data:`..core.sdf.SURFACE_KEYS` a result is judged by: its own where the method
     made them (Mask2Surface), otherwise marching cubes at 0.5 of its label masks without smoothing
     (as the Mask2Surface paper meshes its baselines)."""
-    from .sdf import SURFACE_KEYS, surface_masks
-    from .surfaces import mask_surface
+    from ..core.sdf import SURFACE_KEYS, surface_masks
+    from ..core.surfaces import mask_surface
 
     own = {k: v for k, v in result.surfaces.items() if k in SURFACE_KEYS}
     if own:
@@ -292,7 +292,7 @@ def plot_rows(rows: List[dict], folder) -> List[Path]:
 
 def parse_method_label(label: str) -> Tuple[str, Dict[str, str]]:
     """``'mask2surface[refine=none;ddim_steps=5]'`` -> ``('mask2surface', {'refine': 'none', ...})``;
-    a plain name has no options. Values stay strings: :func:`.methods.run` coerces them."""
+    a plain name has no options. Values stay strings: :func:`..methods.run` coerces them."""
     label = label.strip()
     if "[" not in label:
         return label, {}

@@ -7,7 +7,7 @@ Pipeline for one biventricular SAX stack (labels 1-3; other labels are ignored):
    voxels of 2.5 mm, one row per input slice, base -> apex): one in-plane translation per slice,
    applied by bilinear resampling, centred on the labelled slices (the gauge: a common shift of
    every slice is invisible in the stack); then super-resolution to 2 mm slices.
-2. **C-SDG** (:func:`..sdf.label_sdgs`): marching cubes of each surface's mask in the MCSR output
+2. **C-SDG** (:func:`..core.sdf.label_sdgs`): marching cubes of each surface's mask in the MCSR output
    and the signed distance of every voxel of the *surface grid* to it (negative inside). The
    surface grid is fixed in size (32 x 64 x 64 voxels of 2.5 x 2.5 x 4 mm: 160 x 160 x 128 mm)
    with the canonical in-plane axes and centre, centred along the long axis on the labelled
@@ -22,7 +22,7 @@ Pipeline for one biventricular SAX stack (labels 1-3; other labels are ignored):
    difference of two decodings cancels most of that error (measured on training hearts with the
    true latent as an oracle: Chamfer 0.59 mm residual vs 0.83 mm plain decoding vs 0.87 mm for
    the C-SDG).
-4. **Surfaces**: the zero level set of each refined SDG channel (:func:`..sdf.sdg_surface`),
+4. **Surfaces**: the zero level set of each refined SDG channel (:func:`..core.sdf.sdg_surface`),
    watertight and manifold: LV myocardium (the paper's surface), LV endocardium, LV epicardium
    and RV endocardium, one model each. The HR labels are the voxelised surfaces on the output
    grid (:func:`voxelise`: nested, epicardium -> myocardium, endocardium -> LV blood pool).
@@ -41,12 +41,13 @@ from typing import Tuple
 
 import numpy as np
 
-from ..errors import InputError
-from ..geometry import Geometry, Volume, resample
-from ..labels import LV, MYO, RV, present_labels
-from ..network_cache import NetworkCache
-from .dsl_asv import (CanonicalGrid, _to_output_grid, canonical_geometry, canonical_to_input_mm, onehot,
-                      to_canonical_labels)
+from ..core.api import Method, Option, Result, output_geometry
+from ..core.errors import InputError
+from ..core.geometry import Geometry, Volume, resample
+from ..core.labels import LV, MYO, RV, present_labels
+from ..networks.cache import NetworkCache
+from ..anatomy.canonical import (CanonicalGrid, canonical_geometry, canonical_to_input_mm, onehot,
+                                 to_canonical_labels, to_output_grid)
 
 MCSR_WEIGHTS, VQVAE_WEIGHTS, LDM_WEIGHTS = "mcsr", "m2s_vqvae", "m2s_ldm"  # names in the manifest
 REFINEMENTS = ("diffusion", "autoencoder", "none")
@@ -109,7 +110,6 @@ def run_mcsr(model, sax: Volume, device: str = "cpu", passes: int = 1) -> MCSROu
     its residual translations."""
     import torch
 
-    from ..methods import output_geometry
 
     cfg = model.config
     grid = canonical_geometry(sax, cfg.inplane_size, cfg.inplane_spacing_mm)
@@ -178,7 +178,7 @@ def voxelise(sdg_mm: np.ndarray, sdg_geometry: Geometry, output: Geometry) -> np
     inside the RV endocardium outside the epicardium. Nesting (rather than voxelising the
     myocardium channel on its own) leaves no unlabelled seam between surfaces decoded separately.
     Linear interpolation; outside the surface grid is outside every surface."""
-    from ..sdf import SURFACE_KEYS
+    from ..core.sdf import SURFACE_KEYS
 
     def inside(key):
         channel = sdg_mm[SURFACE_KEYS.index(key)].astype(np.float32)
@@ -209,8 +209,7 @@ def _check_input(sax: Volume) -> Tuple[int, ...]:
 def mask2surface(case, ctx, refine: str = "diffusion", ddim_steps: int = DEFAULT_DDIM_STEPS, mc_passes: int = 1,
                  smoothing_iterations: int = DEFAULT_SMOOTHING, strength: float = 1.0, samples: int = DEFAULT_SAMPLES):
     """The registered ``mask2surface`` method (see the module docstring)."""
-    from ..methods import Result
-    from ..sdf import SURFACE_KEYS, label_sdgs, sdg_surface
+    from ..core.sdf import SURFACE_KEYS, label_sdgs, sdg_surface
 
     if refine not in REFINEMENTS:
         raise InputError(f"Unknown refine {refine!r}; expected one of {', '.join(REFINEMENTS)}.")
@@ -229,7 +228,7 @@ def mask2surface(case, ctx, refine: str = "diffusion", ddim_steps: int = DEFAULT
     timings["mcsr_s"] = time.perf_counter() - t1
     diagnostics = {"refine": refine, "mc_passes": int(mc_passes)}
     if refine == "none":
-        labels = _to_output_grid(out.prob_hr, out.hr_geometry, ctx.geometry, (0,) + present)
+        labels = to_output_grid(out.prob_hr, out.hr_geometry, ctx.geometry, (0,) + present)
         return Result(Volume.on(ctx.geometry, labels), displacements, timings=timings, diagnostics=diagnostics)
 
     ctx.report(0.3, "coarse signed distance grids")
@@ -264,37 +263,33 @@ def mask2surface(case, ctx, refine: str = "diffusion", ddim_steps: int = DEFAULT
 
 
 def _without_rv(sdg: np.ndarray) -> np.ndarray:
-    from ..sdf import SURFACE_KEYS
+    from ..core.sdf import SURFACE_KEYS
 
     out = sdg.copy()
     out[SURFACE_KEYS.index("RV_endocardium")] = np.abs(out[SURFACE_KEYS.index("RV_endocardium")]) + 1.0
     return out
 
 
-def _register() -> None:
-    from ..methods import Method, Option, register
+REQUIRES = ("torch", "monai")  # beyond the core's packages
 
-    register(Method(
-        "mask2surface", "Mask2Surface: MCSR-Net + latent diffusion surfaces",
-        "MCSR-Net corrects each slice's in-plane shift and super-resolves the stack; the coarse signed distance "
-        "grids of its output condition a VQ-VAE latent diffusion model whose decoded SDGs give smooth, watertight "
-        "surfaces of the LV myocardium, LV endocardium, LV epicardium and RV endocardium. Biventricular.",
-        mask2surface,
-        options=(Option("refine", str, "diffusion", "'diffusion': latent diffusion (the method); 'autoencoder': "
-                        "VQ-VAE reconstruction of the coarse SDG only; 'none': MCSR-Net alone (ablations).",
-                        choices=REFINEMENTS),
-                 Option("ddim_steps", int, DEFAULT_DDIM_STEPS, "DDIM sampling steps.", minimum=1, maximum=200),
-                 Option("strength", float, 1.0, "1: sample from pure noise (the paper); below 1: start from the "
-                        "condition latent noised to this fraction of the schedule (SDEdit; keeps more of the "
-                        "corrected mask).", minimum=0.05, maximum=1.0),
-                 Option("samples", int, DEFAULT_SAMPLES, "DDIM samples drawn as one batch and averaged (the "
-                        "residual SDGs): an estimate of the posterior-mean surface; 1 is the paper's single sample.",
-                        minimum=1, maximum=16),
-                 Option("mc_passes", int, 1, "MC-Net passes (each adds the residual translations it finds "
-                        "on the corrected stack).", minimum=1, maximum=4),
-                 Option("smoothing_iterations", int, DEFAULT_SMOOTHING, "windowed-sinc smoothing of the surfaces "
-                        "(0: the decoded level set as it is).", minimum=0, maximum=100)),
-        kind="learned", estimates_displacements=True, test_options={"ddim_steps": 2}))
-
-
-_register()
+METHODS = (Method(
+    "mask2surface", "Mask2Surface: MCSR-Net + latent diffusion surfaces",
+    "MCSR-Net corrects each slice's in-plane shift and super-resolves the stack; the coarse signed distance "
+    "grids of its output condition a VQ-VAE latent diffusion model whose decoded SDGs give smooth, watertight "
+    "surfaces of the LV myocardium, LV endocardium, LV epicardium and RV endocardium. Biventricular.",
+    mask2surface,
+    options=(Option("refine", str, "diffusion", "'diffusion': latent diffusion (the method); 'autoencoder': "
+                    "VQ-VAE reconstruction of the coarse SDG only; 'none': MCSR-Net alone (ablations).",
+                    choices=REFINEMENTS),
+             Option("ddim_steps", int, DEFAULT_DDIM_STEPS, "DDIM sampling steps.", minimum=1, maximum=200),
+             Option("strength", float, 1.0, "1: sample from pure noise (the paper); below 1: start from the "
+                    "condition latent noised to this fraction of the schedule (SDEdit; keeps more of the "
+                    "corrected mask).", minimum=0.05, maximum=1.0),
+             Option("samples", int, DEFAULT_SAMPLES, "DDIM samples drawn as one batch and averaged (the "
+                    "residual SDGs): an estimate of the posterior-mean surface; 1 is the paper's single sample.",
+                    minimum=1, maximum=16),
+             Option("mc_passes", int, 1, "MC-Net passes (each adds the residual translations it finds "
+                    "on the corrected stack).", minimum=1, maximum=4),
+             Option("smoothing_iterations", int, DEFAULT_SMOOTHING, "windowed-sinc smoothing of the surfaces "
+                    "(0: the decoded level set as it is).", minimum=0, maximum=100)),
+    kind="learned", requires=REQUIRES, estimates_displacements=True, test_options={"ddim_steps": 2}),)

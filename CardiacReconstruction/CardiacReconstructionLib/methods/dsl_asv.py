@@ -8,7 +8,7 @@ networks were trained on stacks of about 6-22 slices 7-11.5 mm apart):
 1. **Canonical LR grid** (:func:`canonical_geometry`). The networks work on one grid: 64 x 64
    voxels of 2.5 mm in-plane (160 mm), one canonical slice per input slice, placed by physical
    coordinates: the in-plane axes are rotated so that +i points from the LV towards the RV
-   (centroid of the RV minus centroid of LV + myocardium, the direction :func:`.cohort.sax_frame`
+   (centroid of the RV minus centroid of LV + myocardium, the direction :func:`..anatomy.frame.sax_frame`
    uses), +k runs from base to apex (slice order reversed when the input runs apex -> base), the
    grid is centred on the mean per-slice centroid of the labelled heart, and k x i gives j so the
    frame is right-handed in RAS. The same function canonicalises the training stacks, so the
@@ -39,20 +39,18 @@ change. Weights: ``dsl.pt`` and ``asv.pt`` (see their model cards in Resources/W
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from ..errors import InputError
-from ..geometry import Geometry, Volume, resample
-from ..labels import LV, MYO, RV, WHOLE_HEART, mode_of, present_labels
-from ..network_cache import NetworkCache
-from ..stack import base_is_first
+from ..core.api import Method, Option, Result
+from ..anatomy.canonical import (CanonicalGrid, canonical_geometry, canonical_to_input_mm, input_mm_to_canonical,
+                                  onehot, to_canonical_labels, to_output_grid)
+from ..core.errors import InputError
+from ..core.geometry import Geometry, Volume, resample
+from ..core.labels import WHOLE_HEART, mode_of, present_labels
+from ..networks.cache import NetworkCache
 
-N_CLASSES = 8  # background + 7 canonical labels
-CANONICAL_SIZE = 64
-CANONICAL_SPACING_MM = 2.5
 MAX_SHIFT_MM = 30.0  # the largest per-slice displacement the correction searches
 MIN_SLICES, MAX_SLICES = 2, 40
 CORRECTIONS = ("shift", "network", "centroid", "none")
@@ -65,80 +63,6 @@ DEFAULT_ITERATIONS = 2
 # ---------------------------------------------------------------------------------------------
 # Canonical LR grid
 # ---------------------------------------------------------------------------------------------
-
-def _mean_slice_centroid(labels: np.ndarray) -> Tuple[float, float]:
-    """Mean over slices of each slice's foreground centroid (i, j) in voxels: every slice counts
-    once, so large basal slices do not pull the centre, and a common shift of all slices moves
-    it by exactly that shift."""
-    per_slice = []
-    for sl in labels:
-        jj, ii = np.nonzero(sl)
-        if ii.size:
-            per_slice.append((ii.mean(), jj.mean()))
-    if not per_slice:
-        raise InputError("The SAX segmentation is empty: it contains no labelled voxels.")
-    ci, cj = np.mean(per_slice, axis=0)
-    return float(ci), float(cj)
-
-
-def _lv_to_rv_direction(labels: np.ndarray, matrix: np.ndarray) -> Optional[np.ndarray]:
-    """RAS vector from the LV (+ myocardium) centroid to the RV centroid, None if either is absent."""
-    lv = np.argwhere(np.isin(labels, (LV, MYO)))
-    rv = np.argwhere(labels == RV)
-    if len(lv) == 0 or len(rv) == 0:
-        return None
-    diff_kji = rv.mean(axis=0) - lv.mean(axis=0)
-    return matrix[:, :2] @ diff_kji[[2, 1]]  # in-plane part only (i, j)
-
-
-@dataclass(frozen=True)
-class CanonicalGrid:
-    """The canonical LR grid of one input stack and how its slices map to the input's."""
-
-    geometry: Geometry  # (n_slices, size, size), k base -> apex
-    reversed: bool  # canonical slice m is input slice n - 1 - m
-
-    def to_canonical_order(self, array: np.ndarray) -> np.ndarray:
-        return array[::-1].copy() if self.reversed else array
-
-    def to_input_order(self, array: np.ndarray) -> np.ndarray:
-        return array[::-1].copy() if self.reversed else array
-
-
-def canonical_geometry(sax: Volume, size: int = CANONICAL_SIZE, spacing: float = CANONICAL_SPACING_MM) -> CanonicalGrid:
-    """The canonical LR grid of ``sax`` (see the module docstring): its slices coincide with the
-    input's slices; only the in-plane sampling, orientation and centre differ."""
-    labels = np.asarray(sax.array)
-    m = sax.ijk_to_ras[:3, :3]
-    d_i, d_j = m[:, 0] / np.linalg.norm(m[:, 0]), m[:, 1] / np.linalg.norm(m[:, 1])
-    normal = np.cross(d_i, d_j)
-    normal /= np.linalg.norm(normal)
-    first_basal = base_is_first(labels)
-    step = m[:, 2] if first_basal else -m[:, 2]  # base -> apex slice step (RAS)
-    if normal @ step < 0:
-        normal = -normal
-    v = _lv_to_rv_direction(labels, m)
-    v = d_i if v is None else v - (v @ normal) * normal
-    if np.linalg.norm(v) < 1e-6:
-        v = d_i
-    axis_i = v / np.linalg.norm(v)
-    axis_j = np.cross(normal, axis_i)
-    ci, cj = _mean_slice_centroid(labels)
-    k0 = 0 if first_basal else labels.shape[0] - 1
-    centre0 = sax.geometry.index_to_ras([ci, cj, k0])
-    half = (size - 1) / 2 * spacing
-    matrix = np.eye(4)
-    matrix[:3, 0], matrix[:3, 1], matrix[:3, 2] = axis_i * spacing, axis_j * spacing, step
-    matrix[:3, 3] = centre0 - half * (axis_i + axis_j)
-    return CanonicalGrid(Geometry((labels.shape[0], size, size), matrix), not first_basal)
-
-
-def to_canonical_labels(volume: Volume, grid: CanonicalGrid) -> np.ndarray:
-    """``volume`` (any label stack on the input's slices) resampled onto the canonical grid
-    (uint8 [k, j, i]). The slices coincide, so only the in-plane plane is interpolated
-    (SimpleITK label-linear: the label with the largest linearly interpolated indicator)."""
-    return resample(Volume(np.asarray(volume.array, np.uint8), volume.ijk_to_ras), grid.geometry,
-                    "label_linear").array.astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,26 +103,6 @@ def slice_shifts(observed: np.ndarray, reference: np.ndarray, max_shift_px: floa
     return out
 
 
-def canonical_to_input_mm(shifts_px: np.ndarray, grid: CanonicalGrid, sax: Volume) -> np.ndarray:
-    """Canonical (di, dj) voxel shifts (canonical slice order) -> displacements (dx, dy) in mm
-    along the input stack's i and j axes (input slice order), the convention of :mod:`.case`."""
-    g = grid.geometry
-    ras = shifts_px @ g.ijk_to_ras[:3, :2].T  # (n, 3) RAS vectors
-    m = sax.ijk_to_ras[:3, :2]
-    mm = np.linalg.lstsq(m / np.linalg.norm(m, axis=0), ras.T, rcond=None)[0].T  # along unit i, j
-    return grid.to_input_order(mm)
-
-
-def input_mm_to_canonical(displacements_mm: np.ndarray, grid: CanonicalGrid, sax: Volume) -> np.ndarray:
-    """The inverse of :func:`canonical_to_input_mm`: input-order (dx, dy) mm -> canonical-order
-    (di, dj) voxel shifts."""
-    m = sax.ijk_to_ras[:3, :2]
-    ras = np.asarray(displacements_mm, float) @ (m / np.linalg.norm(m, axis=0)).T
-    g = grid.geometry.ijk_to_ras[:3, :2]
-    px = np.linalg.lstsq(g, ras.T, rcond=None)[0].T
-    return grid.to_canonical_order(px)
-
-
 def shift_probabilities(prob: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
     """Move every slice of ``prob`` [C, K, J, I] by ``shifts_px[k] = (di, dj)`` voxels (linear
     interpolation; background fills what enters the field of view)."""
@@ -209,11 +113,6 @@ def shift_probabilities(prob: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
         for c in range(prob.shape[0]):
             out[c, k] = ndimage.shift(prob[c, k], (dj, di), order=1, mode="constant", cval=1.0 if c == 0 else 0.0)
     return out
-
-
-def onehot(labels: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
-    """float32 [C, ...] one-hot of an integer label array."""
-    return (np.arange(n_classes, dtype=np.uint8).reshape((-1,) + (1,) * labels.ndim) == labels[None]).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,20 +194,6 @@ def run_asv(model, prob: np.ndarray, z: np.ndarray, cell: float, present: Tuple[
     return np.concatenate(outs, axis=1)
 
 
-def _to_output_grid(prob_hr: np.ndarray, hr_geometry: Geometry, output: Geometry,
-                    present: Tuple[int, ...]) -> np.ndarray:
-    """Resample canonical HR probabilities onto the output grid by physical position (linear;
-    background outside the canonical field of view) and keep the most probable present label."""
-    best = np.full(output.shape, -1.0, np.float32)
-    labels = np.zeros(output.shape, np.uint8)
-    for c in present:
-        p = resample(Volume(prob_hr[c].astype(np.float32), hr_geometry.ijk_to_ras), output, "linear",
-                     default_value=1.0 if c == 0 else 0.0).array
-        better = p > best
-        labels[better], best[better] = c, p[better]
-    return labels
-
-
 def heart_box(prob: np.ndarray, margin: int = 6) -> Tuple[slice, slice]:
     """In-plane (j, i) box of even size around every labelled voxel of any slice, plus a margin:
     ASV only needs to run where there is anatomy (about a third of the canonical plane)."""
@@ -342,7 +227,7 @@ def super_resolve(model, prob: np.ndarray, grid: CanonicalGrid, output: Geometry
     first = float(z_sorted[0]) * s_lr
     hr_geometry = boxed.with_slices(len(z_sorted), s_out, first_slice_offset_mm=first)
     prob_hr = run_asv(model, prob[:, :, box_j, box_i], z_sorted, s_out / s_lr, present, device)
-    return _to_output_grid(prob_hr, hr_geometry, output, present)
+    return to_output_grid(prob_hr, hr_geometry, output, present)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,7 +241,7 @@ def _check_input(sax: Volume) -> None:
 
 
 def _sv_diagnostics(before: Volume, after: Volume, present: Tuple[int, ...]) -> Dict[str, Dict[str, float]]:
-    from ..metrics import relative_change, structure_key, surface_to_volume
+    from ..core.indices import relative_change, structure_key, surface_to_volume
 
     labs = tuple(l for l in present if l)
     sv_before, sv_after = surface_to_volume(before, labs), surface_to_volume(after, labs)
@@ -367,7 +252,7 @@ def _sv_diagnostics(before: Volume, after: Volume, present: Tuple[int, ...]) -> 
 
 def _centroid_shifts(sax: Volume, grid: CanonicalGrid) -> np.ndarray:
     """The centroid alignment of the ``centroid_shape_interp`` baseline, in canonical voxels."""
-    from ..baselines import centroid_displacements
+    from .baselines import centroid_displacements
 
     return input_mm_to_canonical(centroid_displacements(sax)[0], grid, sax)
 
@@ -375,7 +260,6 @@ def _centroid_shifts(sax: Volume, grid: CanonicalGrid) -> np.ndarray:
 def dsl_asv(case, ctx, correction: str = "shift", iterations: int = DEFAULT_ITERATIONS,
             max_shift_mm: float = MAX_SHIFT_MM, start: str = "zero"):
     """The registered ``dsl_asv`` method (see the module docstring)."""
-    from ..methods import Result
 
     if correction not in CORRECTIONS:
         raise InputError(f"Unknown correction {correction!r}; expected one of {', '.join(CORRECTIONS)}.")
@@ -431,26 +315,22 @@ def dsl_asv(case, ctx, correction: str = "shift", iterations: int = DEFAULT_ITER
     return Result(labels, displacements, timings=timings, diagnostics=diagnostics)
 
 
-def _register() -> None:
-    from ..methods import Method, Option, register
+REQUIRES = ("torch",)  # beyond the core's packages
 
-    register(Method(
-        "dsl_asv", "DeepWHR: DSL motion correction + ASV super-resolution",
-        "Label-domain motion correction by a CT-trained latent-volume-map autoencoder (per-slice displacements "
-        "from its correction), then arbitrary-scale through-plane super-resolution by an implicit neural "
-        "representation network. Whole heart or biventricular, from the input's labels.",
-        dsl_asv,
-        options=(Option("correction", str, "shift", "'shift': move the input slices by the displacements DSL "
-                        "estimates (keeps the patient's slice shapes); 'network': use the DSL output itself "
-                        "(the paper); 'centroid': centroid alignment instead of DSL, 'none': no motion correction "
-                        "(ablations).", choices=CORRECTIONS),
-                 Option("iterations", int, DEFAULT_ITERATIONS, "DSL passes (each re-estimates the displacements "
-                        "after moving the slices back).", minimum=1, maximum=5),
-                 Option("max_shift_mm", float, MAX_SHIFT_MM, "largest per-slice displacement searched (mm).",
-                        minimum=2.0, maximum=60.0),
-                 Option("start", str, "zero", "DSL's starting point: 'zero' (the input as acquired) or "
-                        "'centroid' (after the centroid alignment of the baseline).", choices=STARTS)),
-        kind="learned", estimates_displacements=True, test_options={"iterations": 1}))
-
-
-_register()
+METHODS = (Method(
+    "dsl_asv", "DeepWHR: DSL motion correction + ASV super-resolution",
+    "Label-domain motion correction by a CT-trained latent-volume-map autoencoder (per-slice displacements "
+    "from its correction), then arbitrary-scale through-plane super-resolution by an implicit neural "
+    "representation network. Whole heart or biventricular, from the input's labels.",
+    dsl_asv,
+    options=(Option("correction", str, "shift", "'shift': move the input slices by the displacements DSL "
+                    "estimates (keeps the patient's slice shapes); 'network': use the DSL output itself "
+                    "(the paper); 'centroid': centroid alignment instead of DSL, 'none': no motion correction "
+                    "(ablations).", choices=CORRECTIONS),
+             Option("iterations", int, DEFAULT_ITERATIONS, "DSL passes (each re-estimates the displacements "
+                    "after moving the slices back).", minimum=1, maximum=5),
+             Option("max_shift_mm", float, MAX_SHIFT_MM, "largest per-slice displacement searched (mm).",
+                    minimum=2.0, maximum=60.0),
+             Option("start", str, "zero", "DSL's starting point: 'zero' (the input as acquired) or "
+                    "'centroid' (after the centroid alignment of the baseline).", choices=STARTS)),
+    kind="learned", requires=REQUIRES, estimates_displacements=True, test_options={"iterations": 1}),)

@@ -4,7 +4,7 @@ Mask2Surface's ground truth is a template mesh registered to each heart, not a l
 CT cohort ships exactly that (``wholeheart_ct/source/``: the shape model's template faces and
 every real subject's vertices, in the same world millimetres as ``subject_NN.npz``). Two of its
 structures are used: ``LV`` (the closed shell of the LV myocardial wall) and ``RV`` (the RV wall
-shell). Their faces are split into the surfaces of :data:`sdf.SURFACE_KEYS` once per subject by
+shell). Their faces are split into the surfaces of :data:`..core.sdf.SURFACE_KEYS` once per subject by
 probing the subject's own 1 mm raw label map on both sides of each face (:func:`classify_faces`):
 
 * LV_myocardium: every LV-mesh face;
@@ -14,11 +14,11 @@ probing the subject's own 1 mm raw label map on both sides of each face (:func:`
   wall's inner face and the septum's right face).
 
 An SDG channel is the (unsigned) distance to that face set, signed by the subject's canonical,
-valve-cut labels (the insides of :func:`sdf.surface_masks`), and intersected with the valve
-half-space exactly like :func:`cohort.cut_at_valve_planes`: ``sdf = max(sdf, -distance to the
+valve-cut labels (the insides of :func:`..core.sdf.surface_masks`), and intersected with the valve
+half-space exactly like :func:`cut_at_valve_planes`: ``sdf = max(sdf, -distance to the
 valve plane)``, with the 'left' plane for the three LV surfaces and the 'right' plane for the RV.
 So the zero level set is the mesh inside the ventricle and the flat valve plane at the base,
-matching the labels that :func:`cohort.load_subject` produces. Only the real subjects
+matching the labels that :func:`..training.cohort.load_subject` produces. Only the real subjects
 (``subject_00`` ... ``subject_18``) have meshes; the PCA shapes do not.
 """
 
@@ -33,10 +33,11 @@ from typing import Dict, Optional, Tuple, Union
 import numpy as np
 from vtkmodules.vtkCommonDataModel import vtkPolyData
 
-from . import cohort
-from .errors import InputError
-from .geometry import Geometry, Volume, resample, sitk_affine
-from .sdf import (SDG_CLIP_MM, SURFACE_KEYS, band_points, fine_grid, mesh_distance, sample_nearest, sdg_surface,
+from ..anatomy.frame import SaxFrame, ValvePlane, cut_at_valve_planes, sax_frame, valve_planes
+from ..training import cohort
+from ..core.errors import InputError
+from ..core.geometry import Geometry, Volume, resample, sitk_affine
+from ..core.sdf import (SDG_CLIP_MM, SURFACE_KEYS, band_points, fine_grid, mesh_distance, sample_nearest, sdg_surface,
                   surface_band_mm, surface_masks, voxel_centres)
 
 SOURCE_DIR = "source"
@@ -49,7 +50,7 @@ MESHES = ("LV", "RV")
 PROBE_MM = 1.0
 #: Raw CT labels probed (see the data README).
 RAW_LV_BLOOD, RAW_RV_BLOOD = 1, 3
-#: The valve plane that caps each surface (see :func:`cohort.valve_planes`).
+#: The valve plane that caps each surface (see :func:`valve_planes`).
 VALVE_SIDE = {"LV_myocardium": "left", "LV_endocardium": "left", "LV_epicardium": "left",
               "RV_endocardium": "right"}
 
@@ -112,7 +113,7 @@ def _labels_beside(mesh: Mesh, raw: Volume, probe_mm: float) -> Tuple[np.ndarray
 
 def classify_faces(lv: Mesh, rv: Mesh, raw: Volume, probe_mm: float = PROBE_MM) -> Dict[str, Mesh]:
     """Split the LV and RV wall meshes into the surfaces of :data:`SURFACE_KEYS` by the raw
-    labels (:class:`cohort.CTShape` labels, as a Volume) on both sides of each face (see the
+    labels (:class:`..training.cohort.CTShape` labels, as a Volume) on both sides of each face (see the
     module docstring). Returns per key (vertices, faces); the RV endocardium's faces index the
     LV vertices followed by the RV vertices."""
     lv_a, lv_b = _labels_beside(lv, raw, probe_mm)
@@ -134,9 +135,9 @@ class SubjectTruth:
     canonical valve-cut labels (the sign), the valve planes, and the classified face sets."""
 
     name: str
-    frame: cohort.SaxFrame
+    frame: SaxFrame
     labels: Volume
-    planes: Dict[str, cohort.ValvePlane]
+    planes: Dict[str, ValvePlane]
     surfaces: Dict[str, Mesh]
     mesh_faces: Dict[str, int]  # number of faces of each structure in MESHES
 
@@ -157,16 +158,16 @@ def _subject_truth_cached(npz: str, source_dir: str, probe_mm: float) -> Subject
     raw = shape.volume()
     canonical = raw.with_array(cohort.canonical_ct_labels(raw.array, "biventricular"))
     return SubjectTruth(name=shape.name,
-                        frame=cohort.sax_frame(shape.landmarks, shape.labels_xyz, shape.origin, shape.spacing),
-                        labels=cohort.cut_at_valve_planes(canonical, shape.landmarks),
-                        planes=cohort.valve_planes(shape.landmarks),
+                        frame=sax_frame(shape.landmarks, shape.labels_xyz, shape.origin, shape.spacing),
+                        labels=cut_at_valve_planes(canonical, shape.landmarks),
+                        planes=valve_planes(shape.landmarks),
                         surfaces=classify_faces(lv, rv, raw, probe_mm),
                         mesh_faces={"LV": len(lv[1]), "RV": len(rv[1])})
 
 
 def subject_truth(subject: PathLike, root: Optional[PathLike] = None, probe_mm: float = PROBE_MM) -> SubjectTruth:
     """The (cached) :class:`SubjectTruth` of a real CT subject, by name (``subject_15``) or by the
-    path of its ``.npz`` (as :func:`cohort.split` returns); the meshes are read from the
+    path of its ``.npz`` (as :func:`..training.cohort.split` returns); the meshes are read from the
     ``source/`` folder beside that file."""
     npz = _subject_npz(subject, root)
     subject_index(npz)
@@ -177,7 +178,7 @@ def subject_truth(subject: PathLike, root: Optional[PathLike] = None, probe_mm: 
 # Output space (the SAX grid, possibly augmented)
 # ---------------------------------------------------------------------------------------------
 
-def _output_to_source(augmentation, frame: cohort.SaxFrame) -> np.ndarray:
+def _output_to_source(augmentation, frame: SaxFrame) -> np.ndarray:
     """4x4 map from output (target grid) points to source world points."""
     if augmentation is None:
         return np.eye(4)
@@ -193,15 +194,15 @@ def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return np.asarray(points, float) @ matrix[:3, :3].T + matrix[:3, 3]
 
 
-def _plane_in_output(plane: cohort.ValvePlane, output_to_source: np.ndarray) -> cohort.ValvePlane:
+def _plane_in_output(plane: ValvePlane, output_to_source: np.ndarray) -> ValvePlane:
     """The valve plane mapped into output space (an affine map keeps planes planar), with its
     distances measured in output millimetres and the same (ventricular) positive side."""
     normal = output_to_source[:3, :3].T @ plane.normal
     point = _apply(np.linalg.inv(output_to_source), plane.point)
-    return cohort.ValvePlane(point, normal / np.linalg.norm(normal))
+    return ValvePlane(point, normal / np.linalg.norm(normal))
 
 
-def _plane_distance_grid(plane: cohort.ValvePlane, grid: Geometry) -> np.ndarray:
+def _plane_distance_grid(plane: ValvePlane, grid: Geometry) -> np.ndarray:
     """Signed distance of every voxel centre of ``grid`` to ``plane``, [k, j, i] (linear in the
     index, so built by broadcasting rather than from a full point array)."""
     per_axis = grid.ijk_to_ras[:3, :3].T @ plane.normal  # mm per step along i, j, k
@@ -219,7 +220,7 @@ def _source_labels_on(truth: SubjectTruth, grid: Geometry, output_to_source: np.
 def _truth_channels(truth: SubjectTruth, grid: Geometry, output_to_source: np.ndarray, clip: float,
                     band_only: bool) -> np.ndarray:
     """[4, k, j, i] float32 ground-truth SDGs on ``grid``; with ``band_only`` the distances are
-    computed in the zero level set's :func:`sdf.narrow_band` only (the rest is +-clip)."""
+    computed in the zero level set's :func:`..core.sdf.narrow_band` only (the rest is +-clip)."""
     inside = surface_masks(_source_labels_on(truth, grid, output_to_source))
     to_output = np.linalg.inv(output_to_source)
     all_points = None if band_only else voxel_centres(grid)
@@ -247,9 +248,9 @@ def truth_sdgs(subject: PathLike, target: Geometry, augmentation: Optional[cohor
 
     Parameters
     ----------
-    subject : ``subject_NN`` or the path of its ``.npz`` (as :func:`cohort.split` returns).
+    subject : ``subject_NN`` or the path of its ``.npz`` (as :func:`..training.cohort.split` returns).
     target : a grid in the subject's SAX world frame, e.g. ``load_subject(...).geometry``.
-    augmentation : a :class:`cohort.Augmentation` with ``elastic_mm == 0`` (InputError
+    augmentation : a :class:`..training.cohort.Augmentation` with ``elastic_mm == 0`` (InputError
         otherwise), or None. The result matches ``load_subject(..., augment=...)`` drawn with
         the same augmentation: mesh vertices and valve planes are mapped into output space (so
         distances are output millimetres), voxel centres into source space for the sign.
@@ -257,7 +258,7 @@ def truth_sdgs(subject: PathLike, target: Geometry, augmentation: Optional[cohor
 
     Sign: the subject's canonical labels after the valve-plane cut (as ``load_subject`` in
     biventricular mode), nearest neighbour at each voxel centre; distance: to the classified
-    mesh faces (:func:`sdf.mesh_distance`, within 0.25 mm of exact); then intersected with the
+    mesh faces (:func:`..core.sdf.mesh_distance`, within 0.25 mm of exact); then intersected with the
     valve half-space (module docstring).
     """
     if not isinstance(target, Geometry):
@@ -273,7 +274,7 @@ def truth_surfaces(subject: PathLike, reference: Geometry, spacing_mm: float = 1
                    augmentation: Optional[cohort.Augmentation] = None,
                    root: Optional[PathLike] = None) -> Dict[str, vtkPolyData]:
     """Ground-truth surfaces (RAS mm, closed, outward normals) of a real CT subject for
-    Chamfer/ASSD scoring: the zero level sets (:func:`sdf.sdg_surface`) of :func:`truth_sdgs`
+    Chamfer/ASSD scoring: the zero level sets (:func:`..core.sdf.sdg_surface`) of :func:`truth_sdgs`
     on an isotropic ``spacing_mm`` grid with ``reference``'s axes covering its extent, per
     :data:`SURFACE_KEYS` entry that is not empty there. Only the narrow band around each level
     set is computed, so a 1 mm grid over a whole SAX field takes a few seconds."""

@@ -27,8 +27,8 @@ import shutil
 from pathlib import Path
 from typing import Dict, Union
 
-from .errors import InputError
-from .io import atomic_path
+from ..core.errors import InputError
+from ..core.io import atomic_path
 
 ENV_VAR = "CARDIAC_RECON_WEIGHTS"
 MANIFEST = "manifest.json"
@@ -44,7 +44,7 @@ def weights_dir(directory: Union[str, os.PathLike, None] = None) -> Path:
         return Path(directory)
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR])
-    beside = Path(__file__).resolve().parent.parent / "Resources" / "Weights"
+    beside = Path(__file__).resolve().parents[2] / "Resources" / "Weights"  # <module>/Lib/networks/weights.py
     if beside.is_dir():
         return beside
     spec = importlib.util.find_spec("CardiacReconstructionWeights")

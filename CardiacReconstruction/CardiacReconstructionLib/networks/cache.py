@@ -3,7 +3,7 @@
 Why a cache: loading and checksumming a weights file costs more than a whole small case, and
 a scripted batch runs one pipeline on many cases. Why overrides: validation of freshly trained
 networks runs the real pipeline with other weights files, without touching the shipped ones.
-One instance per pipeline (:mod:`.pipelines.dsl_asv`, :mod:`.pipelines.mask2surface`).
+One instance per pipeline (:mod:`..methods.dsl_asv`, :mod:`..methods.mask2surface`).
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Dict, Tuple
 
-from .errors import InputError
+from ..core.errors import InputError
 
 
 class NetworkCache:
-    """Networks by kind (``training.dsl_asv.NETWORK_KINDS``), each from the shipped weights named
+    """Networks by kind (:data:`.checkpoint.NETWORK_KINDS`), each from the shipped weights named
     in ``shipped`` (kind -> name in the weights manifest, SHA-256 verified) unless
     :meth:`using` names another file."""
 
@@ -42,7 +42,7 @@ class NetworkCache:
     def get(self, kind: str, device: str = "cpu"):
         """The network ``kind`` in eval mode on ``device``."""
         from . import weights
-        from .training.dsl_asv import load_network
+        from .checkpoint import load_network
 
         source = self._override.get(kind)
         key = (str(device), kind, str(source))

@@ -4,22 +4,22 @@ This is the degradation model of SRHeart (Wang et al., MICCAI 2021, eq. 1:
 ``S_LR = M_d(downsample_s(S_HR)) + noise``) together with the variants its peers use, so every
 method can be trained and benchmarked on the same, seeded simulations.
 
-Input: an HR canonical label :class:`~.geometry.Volume` in a SAX frame (k = slice axis = long
+Input: an HR canonical label :class:`~..core.geometry.Volume` in a SAX frame (k = slice axis = long
 axis; any oblique ``ijk_to_ras`` is fine). Output: a :class:`Degraded` bundle with the LR stack,
-the true per-slice displacements (convention of :mod:`.case`), the motion-free LR stack and the
+the true per-slice displacements (convention of :mod:`..core.case`), the motion-free LR stack and the
 HR truth cropped to the slab the stack covers.
 
 LR grid
 -------
 The LR slabs tile the HR volume: LR slice ``k`` is centred at ``z0 - s_hr/2 + S/2 + k*S`` along
 the k axis (``z0`` first HR slice centre, ``s_hr`` HR spacing, ``S`` LR spacing) and there are
-``floor(n_hr * s_hr / S)`` of them. This is :func:`.methods.output_geometry` run backwards:
+``floor(n_hr * s_hr / S)`` of them. This is :func:`..core.api.output_geometry` run backwards:
 reconstructing the LR stack at spacing ``s_hr`` gives exactly the grid of ``Degraded.truth``.
 The in-plane grid is the HR one.
 
 Per-slice acquisition
 ---------------------
-Every LR slice is one :func:`.geometry.resample` of the HR volume through a rigid SimpleITK
+Every LR slice is one :func:`..core.geometry.resample` of the HR volume through a rigid SimpleITK
 transform (expressed in LPS, like all SimpleITK geometry) that combines, in this order:
 plane tilt (about a random in-plane axis through the slice centre), then the inverse of the
 slice's content motion (in-plane rotation about the slice's LV+MYO centroid, then the in-plane
@@ -54,10 +54,10 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from .errors import InputError
-from .geometry import Geometry, Volume, resample, sitk_affine
-from .labels import LV, MYO, WHOLE_HEART
-from .stack import base_is_first
+from ..core.errors import InputError
+from ..core.geometry import Geometry, Volume, resample, sitk_affine
+from ..core.labels import LV, MYO, WHOLE_HEART
+from ..core.stack import base_is_first
 
 DEFAULT_LR_SLICE_SPACING_MM = 10.0
 
@@ -266,9 +266,9 @@ def lr_geometry(hr: Geometry, slice_spacing: float) -> Geometry:
 
 
 def _crop_truth(hr: Volume, lr: Geometry) -> Volume:
-    """The HR truth on :func:`.methods.output_geometry` of the LR stack at the HR spacing: a plain
+    """The HR truth on :func:`..core.api.output_geometry` of the LR stack at the HR spacing: a plain
     crop when the slab holds a whole number of HR slices, otherwise a nearest resampling."""
-    from .methods import output_geometry
+    from ..core.api import output_geometry
 
     s_hr = float(hr.spacing[2])
     grid = output_geometry(lr, slice_spacing=s_hr)
@@ -297,7 +297,7 @@ def slice_sampling_matrix(stack: Geometry, k: int, displacement_mm=(0.0, 0.0), r
     """4x4 RAS map from a point p of LR slice ``k`` to the HR point it shows.
 
     The content of the slice is moved by ``x -> R(x - c) + c + d`` (rotation about the stack's +k
-    axis through ``rotation_centre``, then the in-plane displacement of :mod:`.case`), and the
+    axis through ``rotation_centre``, then the in-plane displacement of :mod:`..core.case`), and the
     plane itself is tilted about ``tilt_axis`` (stack i, j components) through the slice centre:
     p shows the truth at ``motion^-1(tilt(p))``.
     """
@@ -485,28 +485,3 @@ def degrade(hr: Volume, preset: str = "normal", *, slice_spacing: Optional[float
     )
 
 
-def make_case(hr: Volume, preset: str = "normal", *, seed: int = 0, lax_views: Sequence[str] = (),
-              landmarks: Optional[dict] = None, lax_shift: bool = False, lax_options: Optional[dict] = None,
-              name: Optional[str] = None, **kw):
-    """A :class:`.case.Case` simulated from ``hr``: the degraded SAX stack, the cropped truth, the
-    true displacements and, for each of ``lax_views``, a long-axis view cut from the full HR
-    volume (plane from ``landmarks`` or from the labels, see :mod:`.lax`). With ``lax_shift``
-    each view is also moved in-plane by a seeded breath-hold shift (recorded in
-    ``case.info['lax_shifts_mm']``). Other keywords go to :func:`degrade`."""
-    from .case import Case
-    from .lax import extract_lax, random_lax_shift
-
-    deg = degrade(hr, preset, seed=seed, **kw)
-    views, shifts = [], {}
-    for index, view in enumerate(lax_views):
-        lax_seed = int(np.random.SeedSequence([seed, index + 1]).generate_state(1)[0]) if lax_shift else None
-        views.append(extract_lax(hr, view, landmarks, seed=lax_seed, **(lax_options or {})))
-        if lax_shift:
-            shifts[view] = random_lax_shift(lax_seed).tolist()
-    info = {"preset": preset, "seed": deg.seed, "parameters": deg.parameters,
-            "kept_slices": deg.kept_slices.tolist(), "rotations_deg": deg.rotations_deg.tolist(),
-            "tilts_deg": deg.tilts_deg.tolist(), "lr_truth": deg.lr_truth}
-    if lax_shift:
-        info["lax_shifts_mm"] = shifts
-    return Case(sax=deg.sax, lax=views, truth=deg.truth, true_displacements=deg.displacements,
-                name=name or f"{preset}-seed{deg.seed}", info=info)

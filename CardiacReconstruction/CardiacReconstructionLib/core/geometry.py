@@ -21,7 +21,6 @@ Conversions at the edges (only here)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 

@@ -6,7 +6,7 @@ Model
 A beta-VAE decoder G (:mod:`..networks.vae`) maps a latent code z to label probabilities
 (background, LV, MYO, RV) on the prior's grid, a box centred on the heart in its short-axis frame.
 Slice s of the input stack, displaced by d_s (mm along the stack's i, j axes, convention of
-:mod:`..case`), shows at pixel p the anatomy at ``p - d_s``; the whole anatomy may also sit at
+:mod:`..core.case`), shows at pixel p the anatomy at ``p - d_s``; the whole anatomy may also sit at
 ``t`` (mm, prior axes) from the grid centre the stack suggested. The method minimises
 
     sum_s w_s CE(G(z)(p - d_s - t), S_s)  +  gamma sum_v CE(G(z)(q - t), L_v)
@@ -52,7 +52,7 @@ with Adam until the relative change of the loss between two consecutive windows 
 Output
 ------
 The best start's probabilities (moved by t) are resampled trilinearly onto the requested output
-grid (:func:`..methods.output_geometry`) and fused with the input slices moved back by the
+grid (:func:`.output_geometry`) and fused with the input slices moved back by the
 estimated displacements (shape-based interpolation, weight ``input_weight``; see
 :func:`_fused_labels`), then put to argmax. Also returned: the displacements in mm, per-slice
 residuals (cross-entropy and foreground Dice of the fitted slice against the input slice) and
@@ -60,7 +60,7 @@ the iteration counts and losses in ``Result.diagnostics``.
 
 Speed: the in-plane sampling of the SAX slices uses a 2D path (:func:`_sample_parallel_planes`),
 only pixels within 15 mm of the labelled region are fitted, the decoder runs for one start
-only, and torch runs on one thread by default (option ``threads``): median 5-9 s per case on a
+only, and torch runs on one thread by default (``methods.run``'s ``threads``): median 5-9 s per case on a
 2-core CPU with the shipped 32 x 64 x 64 prior (``Testing/benchmarks/lo_bench.sh``).
 """
 
@@ -72,17 +72,17 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from ..baselines import centroid_displacements, shape_based_interpolation
-from ..case import Case
-from ..cohort import SaxFrame
-from ..stack import base_is_first
-from ..errors import InputError
-from ..geometry import Geometry, Volume, resample
-from ..labels import LV, MYO, RV
-from ..methods import Method, Option, Result, RunContext, register
-from ..stack import slice_areas, slice_centroids
+from .baselines import centroid_displacements, shape_based_interpolation
+from ..core.case import Case
+from ..anatomy.frame import SaxFrame
+from ..core.stack import base_is_first
+from ..core.errors import InputError
+from ..core.geometry import Geometry, Volume, resample
+from ..core.labels import LV, MYO, RV
+from ..core.api import Method, Option, Result, RunContext
+from ..core.stack import slice_areas, slice_centroids
 
-#: Name of the shipped prior in the weights manifest (:mod:`..weights`).
+#: Name of the shipped prior in the weights manifest (:mod:`..networks.weights`).
 DEFAULT_WEIGHTS = "lo_vae"
 #: The LV->RV centroid direction of a stack lies this many degrees (right-handed about the
 #: base->apex axis) short of the mitral->tricuspid direction that defines i in the CT SAX frame
@@ -162,7 +162,7 @@ def labels_on_prior_grid(hr_labels: Volume, sax: Volume, config) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4)
 def _load_prior_cached(source: str, device: str):
-    from .. import weights
+    from ..networks import weights
     from ..networks.vae import load_vae
 
     return load_vae(weights.resolve(source), map_location=device)
@@ -576,23 +576,17 @@ def latent_optimisation(case: Case, ctx: RunContext, iterations: int = 150, tole
                         motion_sd_mm: float = 5.0, displacement_weight: float = 0.01, smoothness: float = 0.0,
                         latent_weight: float = 1e-3, empty_slice_weight: float = 0.3, latent_step: float = 0.05,
                         shift_step_mm: float = 0.3, blur_voxels: float = 1.5, pixel_step: int = 0,
-                        input_weight: float = 0.4, threads: int = 1, weights: str = DEFAULT_WEIGHTS) -> Result:
+                        input_weight: float = 0.4, weights: str = DEFAULT_WEIGHTS) -> Result:
     """Registered as ``latent_optimisation``; see the module docstring and the options."""
     import torch
 
-    previous_threads = torch.get_num_threads()
-    if threads > 0 and str(ctx.device) == "cpu":
-        torch.set_num_threads(int(threads))
-    try:
-        return _latent_optimisation(case, ctx, torch, iterations=iterations, tolerance=tolerance, starts=starts,
-                                    rigid_iterations=rigid_iterations, lax_weight=lax_weight, gauge=gauge,
-                                    motion_sd_mm=motion_sd_mm, displacement_weight=displacement_weight,
-                                    smoothness=smoothness, latent_weight=latent_weight,
-                                    empty_slice_weight=empty_slice_weight, latent_step=latent_step,
-                                    shift_step_mm=shift_step_mm, blur_voxels=blur_voxels, pixel_step=pixel_step,
-                                    input_weight=input_weight, weights=weights)
-    finally:
-        torch.set_num_threads(previous_threads)
+    return _latent_optimisation(case, ctx, torch, iterations=iterations, tolerance=tolerance, starts=starts,
+                                rigid_iterations=rigid_iterations, lax_weight=lax_weight, gauge=gauge,
+                                motion_sd_mm=motion_sd_mm, displacement_weight=displacement_weight,
+                                smoothness=smoothness, latent_weight=latent_weight,
+                                empty_slice_weight=empty_slice_weight, latent_step=latent_step,
+                                shift_step_mm=shift_step_mm, blur_voxels=blur_voxels, pixel_step=pixel_step,
+                                input_weight=input_weight, weights=weights)
 
 
 def _latent_optimisation(case: Case, ctx: RunContext, torch, *, iterations, tolerance, starts, rigid_iterations,
@@ -698,15 +692,11 @@ OPTIONS = (
     Option("input_weight", float, 0.4, "Weight of the motion-corrected input slices (shape-based interpolation "
            "with the estimated displacements) against the prior in the output: 0 prior only, 1 interpolation only.",
            minimum=0.0, maximum=1.0),
-    Option("threads", int, 1, "CPU threads for torch while this method runs (0: leave torch's setting). One is "
-           "the default because the tensors are small: on a 2-core CPU two threads gained little when idle and "
-           "were ~15x slower than one when other work shared the CPU (OpenMP synchronisation).",
-           minimum=0, maximum=256),
     Option("weights", str, DEFAULT_WEIGHTS, "Prior weights: a name in the weights manifest or a .pt file path."),
 )
 
-register(Method("latent_optimisation", "Latent optimisation (SRHeart)",
+METHODS = (Method("latent_optimisation", "Latent optimisation (SRHeart)",
                 "Fits a learned 3D shape prior (beta-VAE) and per-slice in-plane shifts to the stack (and any "
                 "long-axis views) by gradient descent: motion correction and super-resolution in one step.",
-                latent_optimisation, options=OPTIONS, kind="learned", estimates_displacements=True,
-                test_options={"iterations": 20, "rigid_iterations": 20, "starts": 1}))
+                latent_optimisation, options=OPTIONS, kind="learned", requires=("torch",), estimates_displacements=True,
+                test_options={"iterations": 20, "rigid_iterations": 20, "starts": 1}),)

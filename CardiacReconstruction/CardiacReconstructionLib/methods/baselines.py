@@ -19,11 +19,11 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .case import Case
-from .geometry import Geometry, Volume, resample, resample_onehot
-from .labels import LV, MYO, RV, present_labels
-from .methods import Method, Option, Result, RunContext, register
-from .stack import shift_slices, slice_areas, slice_centroids, slice_signed_distances
+from ..core.case import Case
+from ..core.geometry import Geometry, Volume, resample, resample_onehot
+from ..core.labels import LV, MYO, RV, present_labels
+from ..core.api import Method, Option, Result, RunContext
+from ..core.stack import shift_slices, slice_areas, slice_centroids, slice_signed_distances
 
 
 def _zero_displacements(case: Case) -> np.ndarray:
@@ -127,17 +127,19 @@ def centroid_shape_interp(case: Case, ctx: RunContext, fit_degree: int = 1) -> R
     return Result(labels, d, diagnostics=diag)
 
 
-register(Method("nearest", "Nearest-neighbour upsampling",
-                "Each output slice copies the input slice whose slab contains it. No motion correction.", nearest))
-register(Method("linear", "Linear interpolation of one-hot labels",
-                "Through-plane linear interpolation of each label's indicator, then argmax. No motion correction.",
-                linear))
-register(Method("shape_interp", "Shape-based interpolation",
-                "Per-slice signed distance maps interpolated through-plane (smooth, no motion correction).",
-                shape_interp))
-register(Method("centroid_shape_interp", "Centroid alignment + shape-based interpolation",
-                "Moves every slice so its LV centroid lies on a smooth fit through all centroids, then "
-                "shape-based interpolation. Estimates per-slice displacements.", centroid_shape_interp,
-                options=(Option("fit_degree", int, 1, "Polynomial degree of the centroid fit along the stack "
-                                "(1: straight long axis, 2: allows curvature).", choices=(1, 2)),),
-                estimates_displacements=True))
+METHODS = (
+    Method("nearest", "Nearest-neighbour upsampling",
+           "Each output slice copies the input slice whose slab contains it. No motion correction.", nearest),
+    Method("linear", "Linear interpolation of one-hot labels",
+           "Through-plane linear interpolation of each label's indicator, then argmax. No motion correction.",
+           linear),
+    Method("shape_interp", "Shape-based interpolation",
+           "Per-slice signed distance maps interpolated through-plane (smooth, no motion correction).",
+           shape_interp),
+    Method("centroid_shape_interp", "Centroid alignment + shape-based interpolation",
+           "Moves every slice so its LV centroid lies on a smooth fit through all centroids, then "
+           "shape-based interpolation. Estimates per-slice displacements.", centroid_shape_interp,
+           options=(Option("fit_degree", int, 1, "Polynomial degree of the centroid fit along the stack "
+                           "(1: straight long axis, 2: allows curvature).", choices=(1, 2)),),
+           estimates_displacements=True),
+)

@@ -5,7 +5,7 @@ centre to the surface, negative inside, positive outside (the paper's eq. 2), cl
 ``+-clip_mm`` because only the band around the surface carries information and a bounded range
 suits the networks. The coarse SDG of a label map (C-SDG) is built from a marching-cubes mesh of
 each structure's mask; ground-truth SDGs of the CT cohort come from its registered meshes
-(:mod:`surface_truth`), through the same distance helper, :func:`mesh_distance`.
+(:mod:`..evaluation.surface_truth`), through the same distance helper, :func:`mesh_distance`.
 
 Channels (:data:`SURFACE_KEYS`) and their inside masks on canonical labels:
 

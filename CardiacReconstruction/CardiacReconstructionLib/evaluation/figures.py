@@ -11,8 +11,8 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from .geometry import Volume, resample
-from .labels import STRUCTURES
+from ..core.geometry import Volume, resample
+from ..core.labels import STRUCTURES
 
 
 def _colormap():

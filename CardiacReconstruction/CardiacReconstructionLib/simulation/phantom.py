@@ -28,7 +28,7 @@ phantom is equally smooth at any spacing and needs no resampling.
 * Ventricles are cut flat at ``z = 0``, as clinical short-axis segmentations stop at the base.
 * Whole heart adds the LA and RA as ellipsoids above the base (split by the nearer implicit
   surface, so they share a septum) and the aorta and pulmonary artery as straight tubes leaving
-  the base from their valves. As in the whole-heart CT cohort (see :mod:`.labels`), the great
+  the base from their valves. As in the whole-heart CT cohort (see :mod:`..core.labels`), the great
   vessels are walls by default; ``vessel_lumen=True`` fills them (MM-WHS style).
 * Irregularity: a smooth random in-plane warp (a few low-frequency sinusoids, Jacobian kept far
   from folding) plus a mild bow of the long axis, so shapes are not perfectly symmetric. The
@@ -45,9 +45,9 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from .errors import InputError
-from .geometry import Volume
-from .labels import LV, MYO, RV
+from ..core.errors import InputError
+from ..core.geometry import Volume
+from ..core.labels import LV, MYO, RV
 
 MODES = ("biventricular", "wholeheart")
 LANDMARK_KEYS = ("lv_apex", "mitral_valve_centre", "tricuspid_valve_centre", "aortic_valve_centre",

@@ -29,11 +29,11 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from .case import LAX_VIEWS, LaxView
+from ..core.case import LAX_VIEWS, LaxView
 from .degrade import PRESETS, sample_displacements, slice_sampling_matrix, validate_hr
-from .errors import InputError
-from .geometry import Geometry, Volume, make_ijk_to_ras, resample, sitk_affine
-from .labels import LV, MYO, RV
+from ..core.errors import InputError
+from ..core.geometry import Geometry, Volume, make_ijk_to_ras, resample, sitk_affine
+from ..core.labels import LV, MYO, RV
 
 LANDMARK_KEYS = ("lv_apex", "mitral_valve_centre", "tricuspid_valve_centre", "aortic_valve_centre",
                  "pulmonary_valve_centre")
@@ -199,7 +199,7 @@ def extract_lax(hr: Volume, view: str, landmarks: Optional[dict] = None, *,
 
     The result is a single-slice volume whose i, j axes are the plane's ``u``, ``v`` and whose k
     axis is its normal (k spacing is nominal, equal to ``spacing``). ``shift_mm`` = (du, dv)
-    moves the content in-plane along u, v with the displacement convention of :mod:`.case`
+    moves the content in-plane along u, v with the displacement convention of :mod:`..core.case`
     (the view at p shows the anatomy at p - d), as a breath-hold offset of the LAX acquisition;
     with a ``seed`` the shift :func:`random_lax_shift` gives for it is added.
     """

@@ -4,7 +4,7 @@ Grids
 -----
 Every label metric compares ``result`` against ``truth`` *on the truth grid*: when the two
 volumes live on different grids, :func:`to_truth_grid` resamples ``result`` with nearest-neighbour
-interpolation (:func:`geometry.resample`), and whatever lies outside the result's field of view
+interpolation (:func:`..core.geometry.resample`), and whatever lies outside the result's field of view
 becomes background. The reference grid therefore defines what is measured, and a method cannot
 improve its score by choosing its own output grid.
 
@@ -35,45 +35,25 @@ the engine receives; volumes use ``|det(ijk_to_ras)|`` and are exact for any gri
 from __future__ import annotations
 
 import itertools
-from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from .case import LaxView
-from .errors import InputError
-from .geometry import Volume, resample
-from .labels import BIVENTRICULAR, MYO, STRUCTURES, present_labels
+from ..core.case import LaxView
+from ..core.errors import InputError
+from ..core.geometry import Volume, resample
+from ..core.indices import (MYOCARDIAL_DENSITY_G_PER_ML, Labels, label_tuple, require_label_volume,
+                            structure_key, surface_to_volume, volumes_ml)
+from ..core.labels import BIVENTRICULAR, MYO, present_labels
 
-#: Myocardial tissue density used for the mass (g/ml), the usual CMR value.
-MYOCARDIAL_DENSITY_G_PER_ML = 1.05
 
-Labels = Union[int, Iterable[int]]
 
 
 # ---------------------------------------------------------------------------------------------
 # Input handling shared by all label metrics
 # ---------------------------------------------------------------------------------------------
-
-def _require_label_volume(volume, name: str) -> Volume:
-    if not isinstance(volume, Volume):
-        raise InputError(f"The {name} must be a label Volume, got {type(volume).__name__}.")
-    if not volume.is_label:
-        raise InputError(f"The {name} must be a label map (integer voxels), got {volume.array.dtype} voxels.")
-    return volume
-
-
-def _label_tuple(labels: Labels) -> Tuple[int, ...]:
-    if isinstance(labels, (int, np.integer)):
-        return (int(labels),)
-    try:
-        out = tuple(int(l) for l in labels)
-    except (TypeError, ValueError):
-        raise InputError(f"Labels must be integers or a list of integers, got {labels!r}.") from None
-    if not out:
-        raise InputError("At least one label must be given to compute a metric.")
-    return out
 
 
 def to_truth_grid(result: Volume, truth: Volume) -> Volume:
@@ -83,8 +63,8 @@ def to_truth_grid(result: Volume, truth: Volume) -> Volume:
     This is the one place where label metrics reconcile grids, so every metric measures the
     same thing on the same voxels.
     """
-    _require_label_volume(result, "result")
-    _require_label_volume(truth, "truth")
+    require_label_volume(result, "result")
+    require_label_volume(truth, "truth")
     if result.geometry.same_as(truth.geometry):
         return result
     return resample(result, truth.geometry, "nearest", default_value=0)
@@ -93,10 +73,6 @@ def to_truth_grid(result: Volume, truth: Volume) -> Volume:
 def _sampling_kji(volume: Volume) -> np.ndarray:
     """Voxel size in mm in array-axis order (k, j, i), as scipy's ``sampling`` expects."""
     return volume.spacing[::-1].copy()
-
-
-def _voxel_volume_mm3(volume: Volume) -> float:
-    return float(abs(np.linalg.det(volume.ijk_to_ras[:3, :3])))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,7 +94,7 @@ def dice(result: Volume, truth: Volume, labels: Labels = BIVENTRICULAR) -> Dict[
     """
     r = to_truth_grid(result, truth).array
     t = truth.array
-    return {lab: _dice_of_masks(r == lab, t == lab) for lab in _label_tuple(labels)}
+    return {lab: _dice_of_masks(r == lab, t == lab) for lab in label_tuple(labels)}
 
 
 def _mean_ignoring_nan(values: Iterable[float]) -> float:
@@ -174,7 +150,7 @@ def shift_searched_dice(result: Volume, truth: Volume, labels: Labels = BIVENTRI
     max_shift_px = int(max_shift_px)
     if max_shift_px < 0:
         raise InputError(f"max_shift_px must be a non-negative number of voxels, got {max_shift_px}.")
-    labs = _label_tuple(labels)
+    labs = label_tuple(labels)
     r = to_truth_grid(result, truth).array
     masks = [(r == lab, truth.array == lab) for lab in labs]
     counts = [np.count_nonzero(t) for _, t in masks]
@@ -254,21 +230,21 @@ def hd95(result: Volume, truth: Volume, labels: Labels = BIVENTRICULAR) -> Dict[
     ``max(P95(result->truth), P95(truth->result))`` over surface-voxel distances (MONAI
     definition, see the module docstring); NaN if both masks are empty, inf if one is.
     """
-    summary = _surface_distance_summary(to_truth_grid(result, truth), truth, _label_tuple(labels))
+    summary = _surface_distance_summary(to_truth_grid(result, truth), truth, label_tuple(labels))
     return {lab: v["hd95"] for lab, v in summary.items()}
 
 
 def assd(result: Volume, truth: Volume, labels: Labels = BIVENTRICULAR) -> Dict[int, float]:
     """Average symmetric surface distance (mm) per label on the truth grid: the mean of all
     surface-voxel distances of both directions pooled; NaN if both masks are empty, inf if one is."""
-    summary = _surface_distance_summary(to_truth_grid(result, truth), truth, _label_tuple(labels))
+    summary = _surface_distance_summary(to_truth_grid(result, truth), truth, label_tuple(labels))
     return {lab: v["assd"] for lab, v in summary.items()}
 
 
 def _points_of(surface, name: str) -> np.ndarray:
     """(N, 3) float array of the vertices of a vtkPolyData or of a point array."""
     if hasattr(surface, "GetPoints"):
-        from .surfaces import polydata_points
+        from ..core.surfaces import polydata_points
 
         return polydata_points(surface)
     pts = np.asarray(surface, dtype=float)
@@ -351,66 +327,6 @@ def curvature_spread(surface) -> float:
 # Shape descriptors: surface-to-volume, volumes, mass
 # ---------------------------------------------------------------------------------------------
 
-def _labels_or_present(volume: Volume, labels: Optional[Labels]) -> Tuple[int, ...]:
-    return present_labels(volume.array) if labels is None else _label_tuple(labels)
-
-
-def _exposed_face_area_mm2(mask: np.ndarray, spacing_ijk: np.ndarray) -> float:
-    """Sum of the areas of voxel faces between the mask and the outside (array border = outside)."""
-    padded = np.pad(mask, 1).astype(np.int8)
-    s_i, s_j, s_k = (float(s) for s in spacing_ijk)
-    face_area = {0: s_i * s_j, 1: s_i * s_k, 2: s_j * s_k}  # faces normal to array axes k, j, i
-    return float(sum(np.count_nonzero(np.diff(padded, axis=ax)) * area for ax, area in face_area.items()))
-
-
-def surface_area_mm2(volume: Volume, labels: Optional[Labels] = None) -> Dict[int, float]:
-    """Voxel-face surface area (mm^2) per label: exposed faces times each face's area."""
-    _require_label_volume(volume, "volume")
-    return {lab: _exposed_face_area_mm2(volume.array == lab, volume.spacing)
-            for lab in _labels_or_present(volume, labels)}
-
-
-def surface_to_volume(volume: Volume, labels: Optional[Labels] = None) -> Dict[int, float]:
-    """DeepWHR's surface-to-volume ratio S/V (1/mm) per label: voxel-face surface area (mm^2)
-    over label volume (mm^3). A cube of n voxels of size s gives exactly 6 / (n s). Staircase
-    artefacts raise it, so a drop after correction means a smoother shape. NaN for empty labels.
-    """
-    areas = surface_area_mm2(volume, labels)
-    voxel = _voxel_volume_mm3(volume)
-    out = {}
-    for lab, area in areas.items():
-        n = np.count_nonzero(volume.array == lab)
-        out[lab] = float(area / (n * voxel)) if n else float("nan")
-    return out
-
-
-def _relative(before: float, after: float) -> float:
-    before, after = float(before), float(after)
-    return (after - before) / before if before != 0 and np.isfinite(before) else float("nan")
-
-
-def relative_change(before, after):
-    """Relative change ``(after - before) / before`` (negative = decrease), for two numbers or
-    for two dicts (e.g. S/V before and after correction: the keys present in both); NaN where
-    ``before`` is 0 or not finite."""
-    if isinstance(before, Mapping) and isinstance(after, Mapping):
-        return {k: _relative(before[k], after[k]) for k in before if k in after}
-    if isinstance(before, Mapping) or isinstance(after, Mapping):
-        raise InputError("relative_change needs two numbers or two dicts, not one of each.")
-    return _relative(before, after)
-
-
-def volumes_ml(volume: Volume, labels: Optional[Labels] = None) -> Dict[int, float]:
-    """Volume (ml) per label (default: the labels present): voxel count x |det(ijk_to_ras)|."""
-    _require_label_volume(volume, "volume")
-    voxel_ml = _voxel_volume_mm3(volume) / 1000.0
-    return {lab: float(np.count_nonzero(volume.array == lab) * voxel_ml) for lab in _labels_or_present(volume, labels)}
-
-
-def myocardial_mass_g(volume: Volume) -> float:
-    """LV myocardial mass (g): myocardium (label 2) volume x 1.05 g/ml."""
-    return volumes_ml(volume, MYO)[MYO] * MYOCARDIAL_DENSITY_G_PER_ML
-
 
 # ---------------------------------------------------------------------------------------------
 # Motion estimates
@@ -449,10 +365,6 @@ def displacement_error(estimated, true, remove_mean: bool = False) -> Dict[str, 
 # Everything at once
 # ---------------------------------------------------------------------------------------------
 
-def structure_key(label: int) -> str:
-    """Short name used in metric keys ('LV', 'MYO', ...); 'L<n>' for a non-canonical label."""
-    return STRUCTURES[label].key if label in STRUCTURES else f"L{label}"
-
 
 def evaluate(result: Volume, truth: Volume, labels: Optional[Labels] = None, *,
              estimated_displacements=None, true_displacements=None,
@@ -472,7 +384,7 @@ def evaluate(result: Volume, truth: Volume, labels: Optional[Labels] = None, *,
     ``dice_shift_searched_mean`` and ``shift_searched_di_px`` / ``shift_searched_dj_px``.
     """
     r = to_truth_grid(result, truth)
-    labs = present_labels(truth.array) if labels is None else _label_tuple(labels)
+    labs = present_labels(truth.array) if labels is None else label_tuple(labels)
     if not labs:
         raise InputError("The truth segmentation is empty; give the labels to evaluate explicitly.")
     out: Dict[str, float] = {}

@@ -1,0 +1,122 @@
+"""The method interface every reconstruction method implements, and the output grid.
+
+A method is a function ``fn(case, ctx, **options) -> Result`` described by a :class:`Method`
+(its name, options, kind and the packages it needs). The types live here, in the core, so that a
+method module, the registry (:mod:`..methods`), the CLI and the Slicer widget can all read a
+method's description without importing torch; the learned code is imported on first use.
+
+Output grid: the result covers exactly the slab of the input stack (half an input slice beyond
+the first and last slice centres) on the input's in-plane grid, with the requested slice
+spacing; see :func:`output_geometry`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .case import Case  # noqa: F401  (the type of a method's first argument)
+from .errors import Cancelled, InputError
+from .geometry import Geometry, Volume
+
+DEFAULT_SLICE_SPACING_MM = 2.0  # the HR slice spacing of the SRHeart and Mask2Surface grids
+
+
+@dataclass(frozen=True)
+class Option:
+    """A method option as the CLI, the benchmark and the Slicer widget present it."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: Optional[Sequence] = None
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    #: An expert knob: the Slicer widget folds it away under "Advanced".
+    advanced: bool = False
+
+    def coerce(self, value):
+        try:
+            value = self.type(value) if not (self.type is bool and isinstance(value, str)) else \
+                value.strip().lower() in ("1", "true", "yes", "on")
+        except (TypeError, ValueError):
+            raise InputError(f"Option {self.name!r} expects {self.type.__name__}, got {value!r}.") from None
+        if self.choices is not None and value not in self.choices:
+            raise InputError(f"Option {self.name!r} must be one of {list(self.choices)}, got {value!r}.")
+        if self.minimum is not None and value < self.minimum or self.maximum is not None and value > self.maximum:
+            raise InputError(f"Option {self.name!r} must lie in [{self.minimum}, {self.maximum}], got {value!r}.")
+        return value
+
+
+@dataclass
+class Result:
+    """What every method returns (HR labels in the SAX frame, displacements in mm)."""
+
+    labels: Volume
+    displacements: np.ndarray  # (n_input_slices, 2) mm along the stack's i and j axes
+    surfaces: Dict[str, Any] = field(default_factory=dict)  # structure key -> vtkPolyData (RAS mm)
+    timings: Dict[str, float] = field(default_factory=dict)
+    diagnostics: Dict[str, Any] = field(default_factory=dict)
+    method: str = ""
+
+
+@dataclass
+class RunContext:
+    """Everything a method needs besides the case and its own options."""
+
+    geometry: Geometry  # the output grid
+    device: str = "cpu"
+    seed: int = 0
+    progress: Optional[Callable[[float, str], None]] = None
+    cancel: Optional[Callable[[], bool]] = None
+
+    def report(self, fraction: float, message: str = "") -> None:
+        """Report progress in [0, 1]; raises :class:`Cancelled` if the caller asked to stop."""
+        if self.cancel is not None and self.cancel():
+            raise Cancelled("Cancelled by the user.")
+        if self.progress is not None:
+            self.progress(float(min(max(fraction, 0.0), 1.0)), message)
+
+    def rng(self) -> np.random.Generator:
+        return np.random.default_rng(self.seed)
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    title: str
+    description: str
+    fn: Callable[..., Result]
+    options: Sequence[Option] = ()
+    kind: str = "baseline"  # 'baseline' or 'learned'
+    #: Import names of the packages the method needs beyond the core (e.g. ``("torch",)``); the
+    #: registry lists a method whose packages are missing as unavailable, with the reason.
+    requires: Tuple[str, ...] = ()
+    estimates_displacements: bool = False
+    #: Option values that make the method fast enough for self-tests (few iterations, small
+    #: models); the Slicer self-test runs every registered method with them. Not for real use.
+    test_options: Dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+def output_geometry(sax: Geometry, slice_spacing: Optional[float] = None, factor: Optional[float] = None) -> Geometry:
+    """The HR grid covering the stack's slab with the requested slice spacing (or factor)."""
+    spacing_in = float(sax.spacing[2])
+    if slice_spacing is not None and factor is not None:
+        raise InputError("Give either a target slice spacing or an upsampling factor, not both.")
+    if factor is not None:
+        if not factor >= 1:
+            raise InputError(f"The upsampling factor must be at least 1, got {factor}.")
+        slice_spacing = spacing_in / float(factor)
+    if slice_spacing is None:
+        slice_spacing = min(DEFAULT_SLICE_SPACING_MM, spacing_in)
+    if not (np.isfinite(slice_spacing) and slice_spacing > 0):
+        raise InputError(f"The target slice spacing must be a positive number of mm, got {slice_spacing}.")
+    slab = sax.n_slices * spacing_in
+    n_out = max(1, int(round(slab / slice_spacing)))
+    s_eff = slab / n_out
+    return sax.with_slices(n_out, s_eff, first_slice_offset_mm=-spacing_in / 2 + s_eff / 2)
+
+
