@@ -13,6 +13,26 @@ LIB_DIR = Path(__file__).resolve().parents[1] / "CardiacReconstruction" / "Cardi
 PACKAGE = "CardiacReconstructionLib"
 
 
+#: The layers, lowest first (``|`` joins layers of equal rank); a module may import its own layer
+#: and those below. See test_layers.py for what each holds.
+LAYERS = ["core", "anatomy", "networks", "methods", "mrml|worker",
+          "simulation", "training.cohort", "evaluation", "training", "cli|__main__"]
+RUNTIME = {"core", "anatomy", "networks", "methods", "mrml", "worker"}
+
+
+def layer_of(module: str) -> int:
+    if module == "":
+        return -1  # the package's __init__: re-exports core types only (checked below)
+    best = None
+    for rank, names in enumerate(LAYERS):
+        for name in names.split("|"):
+            if module == name or module.startswith(name + "."):
+                if best is None or len(name) > best[1]:
+                    best = (rank, len(name))
+    assert best is not None, f"module {module!r} belongs to no layer; add its package to LAYERS"
+    return best[0]
+
+
 def module_files() -> Dict[str, Path]:
     """Dotted module name (relative to the package; '' is the package itself) -> file."""
     out = {}

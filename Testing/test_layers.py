@@ -15,25 +15,7 @@ the runtime alone (plus what its self-test needs; see ``test_slicer_static.py``)
 
 import pytest
 
-from import_graph import find_cycle, import_graph, module_files
-
-LAYERS = ["core", "anatomy", "networks", "methods", "mrml|worker",
-          "simulation", "training.cohort", "evaluation", "training", "cli|__main__"]
-RUNTIME = {"core", "anatomy", "networks", "methods", "mrml", "worker"}
-
-
-def layer_of(module: str) -> int:
-    if module == "":
-        return -1  # the package's __init__: re-exports core types only (checked below)
-    best = None
-    for rank, names in enumerate(LAYERS):
-        for name in names.split("|"):
-            if module == name or module.startswith(name + "."):
-                if best is None or len(name) > best[1]:
-                    best = (rank, len(name))
-    assert best is not None, f"module {module!r} belongs to no layer; add its package to LAYERS"
-    return best[0]
-
+from import_graph import LAYERS, RUNTIME, find_cycle, import_graph, layer_of, module_files
 
 GRAPH = import_graph()
 #: Packages whose ``__init__`` imports no engine module: importing ``training.cohort`` runs

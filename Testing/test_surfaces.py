@@ -195,3 +195,22 @@ def test_file_errors_are_input_errors(tmp_path, sphere):
 
 def test_polydata_points_of_empty_polydata():
     assert polydata_points(vtkPolyData()).shape == (0, 3)
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    """Outputs are ordinary files of the user's (mkstemp alone makes them 0600)."""
+    import stat
+
+    from CardiacReconstructionLib.core.io import write_segmentation
+    from conftest import ring_stack
+
+    volume = ring_stack(n_slices=3, size=16)
+    surface = next(iter(label_surfaces(volume).values()))
+    previous = os.umask(0o027)
+    try:
+        write_surface(surface, tmp_path / "s.vtp")
+        write_segmentation(volume, tmp_path / "l.seg.nrrd")
+    finally:
+        os.umask(previous)
+    for name in ("s.vtp", "l.seg.nrrd"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o640, name

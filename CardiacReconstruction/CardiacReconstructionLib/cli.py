@@ -160,7 +160,7 @@ def cmd_run(args) -> int:
     try:
         result = methods.run(method.name, case, slice_spacing=args.slice_spacing, factor=args.factor,
                              device=args.device, seed=args.seed, progress=update, cancel=cancel,
-                             surfaces=not args.no_surfaces, **_parse_options(args.option))
+                             surfaces=not args.no_surfaces, **_threads(args), **_parse_options(args.option))
     finally:
         if bar is not None:
             bar.close()
@@ -283,6 +283,10 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _threads(args) -> Dict[str, int]:
+    return {} if args.threads is None else {"threads": args.threads}
+
+
 def cmd_train(args) -> int:
     from .training import TRAINERS
 
@@ -356,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input label convention (default: auto; .seg.nrrd maps segment names)")
     r.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES), help="torch device (default: auto)")
     r.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    r.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads for a learned method (0: torch's own setting; default: 1, fastest "
+                   "for these small tensors, above all when other work shares the CPU)")
     r.add_argument("--option", action="append", metavar="NAME=VALUE", help="method option; repeatable")
     r.add_argument("--no-surfaces", action="store_true", help="skip surface meshes")
     r.add_argument("--progress-format", choices=("bar", "lines"), default="bar",

@@ -33,9 +33,18 @@ def _suffix(path) -> str:
     return Path(name).suffix
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path) -> Iterator[str]:
-    """Yield a temporary path beside ``path`` that is renamed onto it only on success."""
+    """Yield a temporary path beside ``path`` that is renamed onto it only on success: the one
+    atomic write of the engine (volumes, surfaces, weights, cards), so nothing is ever half-written.
+    The file gets the permissions of any new file under the user's umask (``mkstemp`` alone would
+    make it private)."""
     path = Path(path)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,7 +53,7 @@ def atomic_path(path) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
-        os.chmod(tmp, 0o644)  # mkstemp makes private (0600) files; outputs are ordinary files
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

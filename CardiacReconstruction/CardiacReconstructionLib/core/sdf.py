@@ -37,7 +37,7 @@ from vtkmodules.vtkFiltersCore import vtkFlyingEdges3D, vtkImplicitPolyDataDista
 from .errors import InputError
 from .geometry import Geometry, Volume
 from .labels import LV, MYO, RV
-from .surfaces import _padded_crop, contour_surface
+from .surfaces import padded_crop, contour_surface
 
 #: Clip of every SDG (mm): values lie in [-SDG_CLIP_MM, +SDG_CLIP_MM].
 SDG_CLIP_MM = 20.0
@@ -208,19 +208,18 @@ def sample_nearest(array: np.ndarray, geometry: Geometry, points: np.ndarray, ou
 
 def mask_mesh(mask: np.ndarray, ijk_to_ras) -> tuple:
     """Marching-cubes mesh (vertices RAS mm (n, 3), faces (m, 3)) of a boolean mask [k, j, i]
-    at level 0.5, built in mm (so anisotropic voxels are handled) on the mask's padded bounding
-    box (so the mesh is closed) and moved to RAS with the mask's matrix. Empty mask: no faces."""
-    from skimage.measure import marching_cubes
-
+    at level 0.5, on the mask's padded bounding box (so the mesh is closed), through the same
+    meshing path as every other surface (:func:`..core.surfaces.contour_surface`, unsmoothed).
+    Empty mask: no faces."""
     mask = np.asarray(mask, bool)
-    geometry = Geometry(mask.shape, ijk_to_ras)
     if not mask.any():
         return np.zeros((0, 3)), np.zeros((0, 3), np.int64)
-    crop, first_ijk = _padded_crop(mask)
-    spacing = geometry.spacing
-    verts, faces, _, _ = marching_cubes(crop.astype(np.float32), level=0.5, spacing=tuple(spacing[::-1]))
-    ijk = verts[:, ::-1] / spacing + first_ijk  # (k, j, i) mm -> continuous i, j, k index
-    return geometry.index_to_ras(ijk), faces.astype(np.int64)
+    crop, first_ijk = padded_crop(mask)
+    surface = contour_surface(vtkFlyingEdges3D(), 0.5, crop.astype(np.float32), first_ijk,
+                              Geometry(mask.shape, ijk_to_ras), smoothing_iterations=0, pass_band=0.01)
+    vertices = vtk_to_numpy(surface.GetPoints().GetData()).astype(float)
+    faces = vtk_to_numpy(surface.GetPolys().GetConnectivityArray()).reshape(-1, 3).astype(np.int64)
+    return vertices, faces
 
 
 def _signed(distance: np.ndarray, inside: np.ndarray, clip_mm: float) -> np.ndarray:
@@ -292,7 +291,7 @@ def _closed_field_crop(sdg: np.ndarray, inside: np.ndarray, level: float):
     leaves the grid by a value above ``level``, so the level set is closed; and the (i, j, k)
     index of the crop's first voxel. Values equal to ``level`` are nudged outwards so no
     triangle degenerates to a point."""
-    crop_mask, first_ijk = _padded_crop(inside)
+    crop_mask, first_ijk = padded_crop(inside)
     pad_value = max(float(np.max(sdg)), level) + 1.0
     lo = first_ijk[::-1].astype(int) + 1  # (k, j, i) start in the once-padded array
     padded = np.pad(sdg.astype(np.float32), 1, constant_values=pad_value)

@@ -17,7 +17,6 @@ field-data string in .vtp); Slicer assumes LPS for files without the tag, and so
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Dict, Iterable, Optional
 
 import numpy as np
@@ -34,6 +33,7 @@ from vtkmodules.vtkIOXML import vtkXMLPolyDataReader, vtkXMLPolyDataWriter
 
 from .errors import InputError
 from .geometry import LPS_TO_RAS, Geometry, Volume
+from .io import atomic_path
 from .labels import STRUCTURES, present_labels
 
 SURFACE_EXTENSIONS = (".vtp", ".vtk", ".stl", ".obj")
@@ -61,7 +61,7 @@ def _transform(polydata: vtkPolyData, matrix: np.ndarray) -> vtkPolyData:
     return _run(f, polydata)
 
 
-def _padded_crop(mask: np.ndarray):
+def padded_crop(mask: np.ndarray):
     """The mask's bounding box with one voxel of background around it, and the index (i, j, k)
     of the crop's first voxel in the original grid. Cropping keeps meshing fast; the padding
     closes surfaces at the grid border."""
@@ -163,7 +163,7 @@ def mask_surface(mask: np.ndarray, ijk_to_ras, smoothing_iterations: int = 20, p
     if not mask.any():
         return vtkPolyData()
 
-    crop, first_ijk = _padded_crop(mask.astype(bool))
+    crop, first_ijk = padded_crop(mask.astype(bool))
     return contour_surface(vtkDiscreteFlyingEdges3D(), 1, crop, first_ijk, geometry, smoothing_iterations,
                            pass_band, decimate)
 
@@ -332,19 +332,13 @@ def write_surface(polydata: vtkPolyData, path, coordinate_system: str = "LPS") -
     if not os.path.isdir(folder):
         raise InputError(f"Cannot write {path!r}: the folder {folder!r} does not exist.")
     data = _ras_lps(polydata) if space == "LPS" else polydata
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=ext, dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         writer = _WRITERS[ext](data, space)
         writer.SetFileName(tmp)
         if writer.Write() != 1 or writer.GetErrorCode() != 0:
             raise InputError(f"Could not write the surface file {path!r} (disk full or no permission?).")
         if ext == ".obj":
             _prepend_obj_comment(tmp, space)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
