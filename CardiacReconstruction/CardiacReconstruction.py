@@ -11,6 +11,8 @@ console and batch scripts.
 Compatible with Slicer 5.8 (Python 3.9) and later: no ``X | None`` annotations, no ``imp``,
 5.12-only APIs (``slicer.packaging``) behind checks. The engine is imported only when needed,
 so the module loads even before its Python packages are installed (first Apply installs them).
+Opening the module reads only the engine's method metadata: PyTorch is imported when the
+Advanced section is opened or a learned method is applied, never by ``setup()``.
 """
 
 import importlib
@@ -22,7 +24,7 @@ import shutil
 import sys
 import time
 import traceback
-from typing import Annotated, List, Optional, Union
+from typing import Annotated, List, Optional, Tuple, Union
 
 import qt
 import vtk
@@ -52,8 +54,17 @@ DEVICES = ("auto", "cuda", "cpu")
 #: Import names of the requirements whose distribution name differs from the module name;
 #: a requirement counts as installed when its module can be found (Slicer's own numpy, vtk and
 #: SimpleITK are not pip distributions, so pip's view would reinstall them).
-REQUIREMENT_IMPORT_NAMES = {"scikit-image": "skimage", "SimpleITK": "SimpleITK"}
+REQUIREMENT_IMPORT_NAMES = {"SimpleITK": "SimpleITK"}
+#: The requirement files in Resources/, in the order they are installed (see installPlan): the
+#: core, which every method needs, and the learned methods' packages, which need torch first.
+CORE_REQUIREMENTS = "requirements.txt"
+LEARNED_REQUIREMENTS = "requirements-learned.txt"
 TORCH_REQUIREMENT = ">=2.0"
+#: The parameter node's sliceSpacing meaning "the engine's default" (methods.DEFAULT_SLICE_SPACING_MM,
+#: or the input's slice spacing if finer; the spin box shows 'Auto (<that> mm)').
+AUTO_SLICE_SPACING = 0.0
+#: Slicer's name of the binary labelmap representation of a segmentation.
+BINARY_LABELMAP = "Binary labelmap"
 POLL_INTERVAL_MS = 200
 #: Share of the progress bar for the worker; the rest is reading the results into the scene.
 WORKER_PROGRESS_SHARE = 0.9
@@ -93,8 +104,11 @@ arbitrary-scale super-resolution) and <code>mask2surface</code> (Mask2Surface: M
 super-resolution, then latent diffusion of signed distance grids to smooth, watertight surfaces of the
 LV myocardium, LV endo- and epicardium and RV endocardium). All but the first three estimate
 per-slice displacements.
-Each method's options appear when it is selected.</p>
-<p><b>Outputs</b>: a segmentation with named, coloured segments at the chosen slice spacing,
+Each method's options appear when it is selected (expert ones under <i>Advanced</i>). Methods that
+cannot run yet are greyed out with the reason; <i>Install packages for the learned methods</i> (or
+Apply with such a method) installs PyTorch through the PyTorch extension first, then the rest.</p>
+<p><b>Outputs</b>: a segmentation with named, coloured segments at the chosen slice spacing
+(<i>Auto</i>: the engine's usual target, or the input's slice spacing if finer; the box shows it),
 surface models, a table of per-slice displacements (mm along the image rows and columns) and,
 with an image, a motion-corrected copy of it.</p>
 <p>Apply runs in the background (press it again to cancel). For scripting use
@@ -132,7 +146,7 @@ class CardiacReconstructionParameterNode:
     convention - label convention of label values ('auto' detects it).
     method - registered method name (combo box filled from the engine's registry).
     methodOptions - JSON {method: {option: value}}; edited through per-method option widgets.
-    sliceSpacing - output slice spacing in mm.
+    sliceSpacing - output slice spacing in mm; AUTO_SLICE_SPACING (0) leaves it to the engine.
     device - 'auto', 'cuda' or 'cpu' for learned methods.
     outputSegmentation - segmentation that receives the result (None: a new one is made).
     """
@@ -145,7 +159,7 @@ class CardiacReconstructionParameterNode:
     convention: Annotated[str, Choice(list(CONVENTIONS))] = "auto"
     method: str = DEFAULT_METHOD
     methodOptions: str = ""
-    sliceSpacing: Annotated[float, WithinRange(0.25, 10.0)] = 2.0
+    sliceSpacing: Annotated[float, WithinRange(AUTO_SLICE_SPACING, 10.0)] = AUTO_SLICE_SPACING
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     outputSegmentation: Optional[vtkMRMLSegmentationNode]
 
@@ -165,8 +179,13 @@ class CardiacReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMi
         self._parameterNodeGuiTag = None
         self._run = None  # the BackgroundRun in progress
         self._cancelledRuns = []  # cancelled runs whose processes have not ended yet
-        self._optionForms = {}  # method name -> (form widget, {option name: (kind, editor, Option)})
-        self._methods = {}  # method name -> engine Method
+        #: method name -> (form, advanced form, {option name: (kind, editor, Option)}); the advanced
+        #: form, in the Advanced section, holds the options declared with ``advanced=True``.
+        self._optionForms = {}
+        self._methods = {}  # method name -> engine Method, for the methods that can run here
+        self._unavailable = {}  # method name -> why it cannot run here
+        self._installableRequires = ()  # what the Install button installs for the greyed-out methods
+        self._deviceInfoShown = False
         self._updatingGui = False
         self._timer = None
 
@@ -178,8 +197,9 @@ class CardiacReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMi
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = CardiacReconstructionLogic()
 
-        optionsLayout = qt.QVBoxLayout(self.ui.methodOptionsWidget)
-        optionsLayout.setContentsMargins(0, 0, 0, 0)
+        for container in (self.ui.methodOptionsWidget, self.ui.advancedOptionsWidget):
+            optionsLayout = qt.QVBoxLayout(container)
+            optionsLayout.setContentsMargins(0, 0, 0, 0)
         self.ui.progressBar.setVisible(False)
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
@@ -189,9 +209,12 @@ class CardiacReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMi
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.methodComboBox.connect("currentIndexChanged(int)", self.onMethodChanged)
+        self.ui.installLearnedButton.connect("clicked(bool)", self.onInstallLearnedButton)
+        # Asking PyTorch for the device imports it (seconds, and opening the module must not load
+        # it): the Advanced section asks when it is first opened.
+        self.ui.advancedCollapsibleButton.connect("contentsCollapsed(bool)", self._onAdvancedCollapsed)
 
         self._populateMethods()
-        self.ui.deviceInfoLabel.text = self.logic.deviceDescription()
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -256,9 +279,25 @@ class CardiacReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMi
                 self.ui.methodComboBox.currentIndex = index
             self._showMethod(self._parameterNode.method)
             self._writeOptionWidgets(self._parameterNode.method)
+            self._updateSliceSpacingText()
         finally:
             self._updatingGui = False
         self._checkCanApply()
+
+    def _updateSliceSpacingText(self) -> None:
+        """Say what 'Auto' means for the selected input: the engine's default output spacing."""
+        spacing = self.logic.defaultSliceSpacing(self._parameterNode.saxSegmentation)
+        self.ui.sliceSpacingSpinBox.specialValueText = (
+            _("Auto") if spacing is None else _("Auto ({spacing} mm)").format(spacing=f"{spacing:.3g}"))
+
+    def _onAdvancedCollapsed(self, collapsed) -> None:
+        if not collapsed and not self._deviceInfoShown:
+            self._showDeviceInfo()
+
+    def _showDeviceInfo(self) -> None:
+        """Detected device, torch version and CUDA build (imports torch)."""
+        self.ui.deviceInfoLabel.text = self.logic.deviceDescription()
+        self._deviceInfoShown = True
 
     def _checkCanApply(self) -> None:
         if self._run is not None:
@@ -277,46 +316,81 @@ class CardiacReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMi
     # -- methods and their options ------------------------------------------------------------------
 
     def _populateMethods(self) -> None:
-        """Fill the method combo box from the engine's registry and build one option form per
-        method (hidden until the method is selected)."""
-        for form, _editors in self._optionForms.values():
+        """Fill the method combo box from the engine's registry and build the option forms of
+        every method that can run here (hidden until it is selected). Only method metadata is
+        read (the registry imports no torch). Methods that cannot run here stay listed, greyed
+        out and not selectable, with the reason as tooltip; the Install button offers what they
+        need."""
+        for form, advancedForm, _editors in self._optionForms.values():
             form.setParent(None)
-        self._optionForms, self._methods = {}, {}
-        self.ui.methodComboBox.blockSignals(True)
-        self.ui.methodComboBox.clear()
-        available = self.logic.availableMethods()
-        if available is None:
-            self.ui.methodComboBox.addItem(DEFAULT_METHOD, DEFAULT_METHOD)
+            advancedForm.setParent(None)
+        self._optionForms, self._methods, self._unavailable = {}, {}, {}
+        combo = self.ui.methodComboBox
+        combo.blockSignals(True)
+        combo.clear()
+        catalog = self.logic.methodCatalog()
+        if catalog is None:
+            combo.addItem(DEFAULT_METHOD, DEFAULT_METHOD)
             self.ui.methodDescriptionLabel.text = _(
                 "Some Python packages this module needs are not installed yet; they are installed "
                 "(after asking) when you press Apply.")
         else:
-            for method in available:
+            usable, unusable = catalog
+            for method in usable:
                 self._methods[method.name] = method
-                self.ui.methodComboBox.addItem(f"{method.title} ({method.name})", method.name)
-                self.ui.methodComboBox.setItemData(self.ui.methodComboBox.count - 1, method.description,
-                                                   qt.Qt.ToolTipRole)
-                self._optionForms[method.name] = self._buildOptionForm(method)
-        self.ui.methodComboBox.blockSignals(False)
+                combo.addItem(f"{method.title} ({method.name})", method.name)
+                combo.setItemData(combo.count - 1, method.description, qt.Qt.ToolTipRole)
+                self._optionForms[method.name] = self._buildOptionForms(method)
+            for method, name, reason in unusable:
+                self._unavailable[name] = reason
+                title = f"{method.title} ({name})" if method is not None else name
+                combo.addItem(_("{title}: unavailable").format(title=title), name)
+                index = combo.count - 1
+                combo.setItemData(index, _("Unavailable: {reason}.").format(reason=reason), qt.Qt.ToolTipRole)
+                # QStandardItem (the combo box's model) keeps an item's flags under UserRole - 1:
+                # no flags = greyed out and not selectable.
+                combo.setItemData(index, 0, qt.Qt.UserRole - 1)
+        combo.blockSignals(False)
+        self._updateInstallButton(catalog)
 
-    def _buildOptionForm(self, method):
-        """A QFormLayout with one editor per methods.Option (spin box, combo box, check box or
-        line edit, as worker.option_widget_kind says); edits go to the parameter node."""
+    def _updateInstallButton(self, catalog) -> None:
+        """Show the Install button while some declared methods only lack packages (a method whose
+        module failed to import cannot be fixed by installing)."""
+        unusable = catalog[1] if catalog is not None else []
+        self._installableRequires = tuple(sorted({package for method, _name, _reason in unusable
+                                                  if method is not None for package in method.requires}))
+        button = self.ui.installLearnedButton
+        button.setVisible(bool(self._installableRequires))
+        reasons = [f"{name}: {reason}" for method, name, reason in unusable if method is not None]
+        button.toolTip = _("Installs PyTorch through the PyTorch extension first, then the other Python packages "
+                           "of these methods:") + "\n" + "\n".join(reasons)
+
+    def _buildOptionForms(self, method):
+        """Two QFormLayouts with one editor per methods.Option (spin box, combo box, check box or
+        line edit, as worker.option_widget_kind says): the options a user may want to change,
+        under the method, and the expert ones (``advanced=True``) in the Advanced section. Edits
+        go to the parameter node."""
         from CardiacReconstructionLib import worker
 
-        form = qt.QWidget()
-        layout = qt.QFormLayout(form)
-        layout.setContentsMargins(0, 0, 0, 0)
+        form, advancedForm = qt.QWidget(), qt.QWidget()
+        layouts = {False: qt.QFormLayout(form), True: qt.QFormLayout(advancedForm)}
+        for layout in layouts.values():
+            layout.setContentsMargins(0, 0, 0, 0)
+        if any(option.advanced for option in method.options):
+            heading = qt.QLabel(_("Expert options of {title}:").format(title=method.title))
+            heading.wordWrap = True
+            layouts[True].addRow(heading)
         editors = {}
         for option in method.options:
             kind = worker.option_widget_kind(option)
             editor = self._createOptionEditor(kind, option, method.name)
             editor.toolTip = option.help
-            layout.addRow(option.name.replace("_", " ").capitalize() + ":", editor)
+            layouts[bool(option.advanced)].addRow(option.name.replace("_", " ").capitalize() + ":", editor)
             editors[option.name] = (kind, editor, option)
-        form.setVisible(False)
-        self.ui.methodOptionsWidget.layout().addWidget(form)
-        return form, editors
+        for widget, container in ((form, self.ui.methodOptionsWidget), (advancedForm, self.ui.advancedOptionsWidget)):
+            widget.setVisible(False)
+            container.layout().addWidget(widget)
+        return form, advancedForm, editors
 
     def _createOptionEditor(self, kind, option, methodName):
         from CardiacReconstructionLib import worker
@@ -357,7 +431,7 @@ class CardiacReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMi
         from CardiacReconstructionLib import worker
 
         values = worker.method_options(self._parameterNode.methodOptions, methodName)
-        for name, (kind, editor, option) in self._optionForms[methodName][1].items():
+        for name, (kind, editor, option) in self._optionForms[methodName][2].items():
             value = values[name]
             editor.blockSignals(True)
             if kind == "checkbox":
@@ -390,10 +464,36 @@ class CardiacReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMi
             self._parameterNode.method = name
 
     def _showMethod(self, name) -> None:
-        for methodName, (form, _editors) in self._optionForms.items():
+        for methodName, (form, advancedForm, _editors) in self._optionForms.items():
             form.setVisible(methodName == name)
+            advancedForm.setVisible(methodName == name)
         if name in self._methods:
             self.ui.methodDescriptionLabel.text = self._methods[name].description
+        elif name in self._unavailable:  # e.g. a saved scene's method; Apply offers to install
+            self.ui.methodDescriptionLabel.text = _("This method cannot run here yet: {reason}.").format(
+                reason=self._unavailable[name])
+
+    def onInstallLearnedButton(self) -> None:
+        """Install what the greyed-out methods need (torch first, see installPlan), then list the
+        methods again."""
+        try:
+            installed = self.logic.ensureDependencies(requires=self._installableRequires)
+        except Exception as exc:
+            showError(exc, _("Could not install the packages."))
+            return
+        if installed:
+            self._refreshMethods()
+            self.ui.statusLabel.text = _("The Python packages are installed.")
+
+    def _refreshMethods(self) -> None:
+        """List the methods again when an installation changed which ones can run."""
+        catalog = self.logic.methodCatalog()
+        usable = {m.name for m in catalog[0]} if catalog is not None else set()
+        if catalog is None or usable != set(self._methods):
+            self._populateMethods()
+            self._onParameterNodeModified()
+        if self._deviceInfoShown:  # torch may just have been installed
+            self._showDeviceInfo()
 
     # -- Apply, progress, Cancel ----------------------------------------------------------------
 
@@ -406,16 +506,15 @@ class CardiacReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMi
         try:
             if not self.logic.ensureDependencies(p.method):
                 return
-            if not self._methods:  # the packages were just installed: now the registry can be read
-                self._populateMethods()
-                self._onParameterNodeModified()
+            self._refreshMethods()  # packages may just have been installed
             with slicer.util.WaitCursor():
                 from CardiacReconstructionLib import worker
 
                 run = self.logic.startBackgroundRun(
                     p.saxSegmentation, outputSegmentation=p.outputSegmentation, method=p.method,
                     lax2ch=p.lax2ch, lax3ch=p.lax3ch, lax4ch=p.lax4ch, imageNode=p.saxImage,
-                    convention=p.convention, device=p.device, sliceSpacing=p.sliceSpacing,
+                    convention=p.convention, device=p.device,
+                    sliceSpacing=None if p.sliceSpacing <= AUTO_SLICE_SPACING else p.sliceSpacing,
                     options=worker.method_options(p.methodOptions, p.method))
         except Exception as exc:
             showError(exc, _("Could not start the reconstruction."))
@@ -488,7 +587,7 @@ class CardiacReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMi
 
 def isInputError(exc) -> bool:
     """True for the engine's InputError (a problem the user can fix; its message says how)."""
-    errors = sys.modules.get(ENGINE_PACKAGE + ".errors")
+    errors = sys.modules.get(ENGINE_PACKAGE + ".core.errors")
     return errors is not None and isinstance(exc, errors.InputError)
 
 
@@ -504,14 +603,16 @@ def showError(exc, context) -> None:
 
 #
 # Dependencies (standard library only: they are checked before the engine can be imported)
+# and the widget's helpers that need no engine
 #
 
-def requirementsPath() -> str:
-    return os.path.join(MODULE_FOLDER, "Resources", "requirements.txt")
+def requirementsPath(name=CORE_REQUIREMENTS) -> str:
+    """Path of a requirement file in Resources/ (CORE_REQUIREMENTS or LEARNED_REQUIREMENTS)."""
+    return os.path.join(MODULE_FOLDER, "Resources", name)
 
 
 def readRequirements(path=None) -> List[str]:
-    """Requirement lines of Resources/requirements.txt (the engine's dependencies minus torch)."""
+    """Requirement lines of a requirement file (default: the core, Resources/requirements.txt)."""
     with open(path or requirementsPath()) as f:
         return [line.strip() for line in f if line.strip() and not line.strip().startswith("#")]
 
@@ -522,10 +623,116 @@ def requirementImportName(requirement) -> str:
 
 
 def missingRequirements(requirements=None) -> List[str]:
-    """The requirements whose module cannot be imported."""
+    """The requirements (default: the core file's) whose module cannot be imported."""
     importlib.invalidate_caches()
-    return [r for r in (requirements or readRequirements())
+    return [r for r in (readRequirements() if requirements is None else requirements)
             if importlib.util.find_spec(requirementImportName(r)) is None]
+
+
+def installPlan(methodRequires, missingCore, torchMissing, learnedPackages,
+                missingLearned) -> List[Tuple[str, List[str]]]:
+    """The ordered installation steps that let a method run, as ``(step, requirements)`` pairs.
+
+    Steps: ``"core"`` (pip: the missing lines of Resources/requirements.txt, which every method
+    needs), ``"torch"`` (the PyTorch extension installs torch, choosing the CUDA or CPU build for
+    this computer), ``"learned"`` (pip: the missing lines of Resources/requirements-learned.txt)
+    and ``"replan"`` (plan again: only after "core", while the engine could not be imported to
+    say what the method needs).
+
+    The order is the point. MONAI declares torch as a dependency: pip-installed while torch is
+    missing, pip would fetch a torch wheel from the package index (often not the CUDA
+    build this computer needs) behind the PyTorch extension's back. So a "learned" step always
+    comes after torch is importable, and pip is never asked for torch.
+
+    Args:
+        methodRequires: import names the method needs beyond the core (``Method.requires``, e.g.
+            ``("torch", "monai")``); None while the engine cannot be imported.
+        missingCore: core requirement lines whose module cannot be found.
+        torchMissing: whether torch cannot be found.
+        learnedPackages: import names of the learned requirement lines (installed or not).
+        missingLearned: learned requirement lines whose module cannot be found.
+    """
+    steps = []
+    if missingCore:
+        steps.append(("core", list(missingCore)))
+    if methodRequires is None:
+        if missingCore:
+            steps.append(("replan", []))
+        return steps
+    # The learned file is installed as a whole for a method that needs any of it (einops is
+    # MONAI's own import, not in a method's requires).
+    learned = list(missingLearned) if set(methodRequires) & set(learnedPackages) else []
+    if torchMissing and ("torch" in methodRequires or learned):
+        steps.append(("torch", []))
+    if learned:
+        steps.append(("learned", learned))
+    return steps
+
+
+def writeTorchConstraints(folder) -> Optional[str]:
+    """Write a pip constraints file pinning the installed torch (``torch==<its version>``) into
+    ``folder`` and return its path; None without torch. The learned packages are installed under
+    it, so that pip can never replace the build the PyTorch extension chose: a package that wants
+    another torch fails to install, with pip's message, instead."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pinned = f"torch=={version('torch')}"
+    except PackageNotFoundError:
+        return None
+    path = os.path.join(folder, "torch-constraints.txt")
+    with open(path, "w") as f:
+        f.write(pinned + "\n")
+    return path
+
+
+def refreshMethodRegistry() -> None:
+    """Let the engine's method registry look for packages again after an installation (it
+    records once per process which methods' packages are missing)."""
+    registry = sys.modules.get(ENGINE_PACKAGE + ".methods")
+    if registry is not None:
+        registry.refresh()
+
+
+def sliceGrid(node) -> Optional[Tuple[int, float]]:
+    """(number of slices, slice spacing in mm) along the k axis of a SAX labelmap volume or of a
+    segmentation's binary labelmap, read from the node without exporting it (for the 'Auto'
+    caption of the slice spacing); None where there is none (no node, closed surfaces only)."""
+    if node is None:
+        return None
+    if node.IsA("vtkMRMLSegmentationNode"):
+        segmentation = node.GetSegmentation()
+        if segmentation.GetNumberOfSegments() == 0:
+            return None
+        image = segmentation.GetNthSegment(0).GetRepresentation(BINARY_LABELMAP)
+        spacing = image.GetSpacing() if image is not None else None
+    else:
+        image = node.GetImageData()
+        spacing = node.GetSpacing()
+    if image is None or image.GetDimensions()[2] < 1 or not spacing[2] > 0:
+        return None
+    return int(image.GetDimensions()[2]), float(spacing[2])
+
+
+def askTorchBuild() -> str:
+    """Ask how PyTorch is to be installed: 'automatic' (the PyTorch extension picks the build for
+    this computer's NVIDIA driver, or a CPU build), 'choose' (the user picks the build in the
+    PyTorch Utils module) or '' (not now)."""
+    box = qt.QMessageBox(slicer.util.mainWindow())
+    box.setWindowTitle(_("Install PyTorch"))
+    box.setIcon(qt.QMessageBox.Question)
+    box.setText(_("This method needs PyTorch, which the PyTorch extension installs (a download of up to a few GB). "
+                  "Its other Python packages are installed after it."))
+    box.setInformativeText(_("'Install' lets the PyTorch extension pick the build for this computer's NVIDIA driver "
+                             "(or a CPU build). 'Choose build...' opens the PyTorch Utils module, where you can pick "
+                             "one; press Apply again afterwards."))
+    automatic = box.addButton(_("Install"), qt.QMessageBox.AcceptRole)
+    choose = box.addButton(_("Choose build..."), qt.QMessageBox.ActionRole)
+    box.addButton(qt.QMessageBox.Cancel)
+    box.setDefaultButton(automatic)
+    box.exec_()
+    clicked = box.clickedButton()
+    return "automatic" if clicked == automatic else "choose" if clicked == choose else ""
 
 
 def pythonSlicerExecutable() -> str:
@@ -576,38 +783,89 @@ class CardiacReconstructionLogic(ScriptedLoadableModuleLogic):
     # -- engine and dependencies --------------------------------------------------------------------
 
     @staticmethod
-    def availableMethods():
-        """The engine's registered methods, or None while its packages are not installed."""
+    def methodCatalog():
+        """``(usable methods, [(method or None, name, reason) of the others])`` from the engine's
+        registry, or None while the engine's own packages are not installed. Metadata only: the
+        registry imports no torch (it looks packages up without importing them)."""
         try:
             from CardiacReconstructionLib import methods
         except ImportError as exc:
             logging.warning(f"CardiacReconstruction: the engine cannot be imported yet ({exc}).")
             return None
-        return methods.available()
+        return methods.available(), [entry for entry in methods.catalog() if entry[2]]
+
+    def methodRequires(self, method) -> Optional[Tuple[str, ...]]:
+        """Import names ``method`` needs beyond the core packages (its ``Method.requires``); ()
+        for a name the registry does not know (running it reports that); None while the engine
+        cannot be imported."""
+        catalog = self.methodCatalog()
+        if catalog is None:
+            return None
+        usable, unusable = catalog
+        for entry in list(usable) + [m for m, _name, _reason in unusable if m is not None]:
+            if entry.name == method:
+                return tuple(entry.requires)
+        return ()
+
+    @staticmethod
+    def defaultSliceSpacing(saxNode=None) -> Optional[float]:
+        """The output slice spacing the engine picks when none is given (``methods.output_geometry``:
+        methods.DEFAULT_SLICE_SPACING_MM, or the input's slice spacing if finer) for ``saxNode``'s
+        grid (see :func:`sliceGrid`); the plain default without a readable grid; None while the
+        engine cannot be imported."""
+        try:
+            from CardiacReconstructionLib import methods
+            from CardiacReconstructionLib.core.geometry import Geometry
+        except ImportError:
+            return None
+        grid = sliceGrid(saxNode)
+        if grid is None:
+            return float(methods.DEFAULT_SLICE_SPACING_MM)
+        count, spacing = grid
+        stack = Geometry((count, 1, 1), [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, spacing, 0], [0, 0, 0, 1]])
+        return float(methods.output_geometry(stack).spacing[2])
 
     @staticmethod
     def deviceDescription() -> str:
-        """Detected device, torch version and CUDA build (engine's device.describe)."""
+        """Detected device, torch version and CUDA build (engine's device.describe; imports torch,
+        so the widget asks only when its Advanced section is opened)."""
         try:
             from CardiacReconstructionLib.core import device
         except ImportError:
             return _("Unknown until the module's Python packages are installed (press Apply).")
         return device.describe()
 
-    def ensureDependencies(self, method=None, askConfirmation=True) -> bool:
-        """Make sure the engine can run: the packages of Resources/requirements.txt, then
-        PyTorch (through the PyTorch extension) when ``method`` is learned or unknown, installed
-        with the user's confirmation. Never called at import time. Returns False (after telling
-        the user why) when something is missing."""
-        missing = missingRequirements()
-        if missing and not self._installRequirements(missing, askConfirmation):
-            return False
-        return not self._methodNeedsTorch(method) or self._ensureTorch(askConfirmation)
+    def ensureDependencies(self, method=None, askConfirmation=True, requires=None) -> bool:
+        """Make sure ``method`` can run here, installing what is missing after asking, in the
+        order :func:`installPlan` gives: the core packages (Resources/requirements.txt), then
+        torch through the PyTorch extension, then the learned methods' packages
+        (Resources/requirements-learned.txt). ``requires``: install for these import names
+        instead of ``method``'s (the widget's Install button). Never called at import time.
+        Returns False (after telling the user why) when something is still missing."""
+        if requires is None:
+            requires = self.methodRequires(method)
+        core = readRequirements(requirementsPath(CORE_REQUIREMENTS))
+        learned = readRequirements(requirementsPath(LEARNED_REQUIREMENTS))
+        plan = installPlan(requires, missingRequirements(core), bool(missingRequirements(["torch"])),
+                           [requirementImportName(r) for r in learned], missingRequirements(learned))
+        for step, requirements in plan:
+            if step == "replan":  # the core packages are in: the registry can now say what the method needs
+                return self.ensureDependencies(method, askConfirmation)
+            if step == "torch":
+                installed = self._ensureTorch(askConfirmation)
+            else:  # pip; the learned packages with torch pinned (installPlan put torch first)
+                constraints = (writeTorchConstraints(slicer.util.tempDirectory("CardiacReconstruction"))
+                               if step == "learned" else None)
+                installed = self._installRequirements(requirements, askConfirmation, constraints)
+            refreshMethodRegistry()
+            if not installed:
+                return False
+        return True
 
     @staticmethod
-    def _installRequirements(missing, askConfirmation=True) -> bool:
+    def _installRequirements(missing, askConfirmation=True, constraints=None) -> bool:
         """pip_ensure on Slicer 5.12+ (it asks and reports itself), else pip_install after a
-        confirmation; skipped in testing mode."""
+        confirmation; skipped in testing mode. ``constraints``: a pip constraints file."""
         if slicer.app.testingEnabled():  # tests must not change the Python environment
             logging.error(f"CardiacReconstruction: missing Python packages {missing} (not installed in testing mode).")
             return False
@@ -616,8 +874,9 @@ class CardiacReconstructionLogic(ScriptedLoadableModuleLogic):
         except ImportError:
             packaging = None
         if packaging is not None and hasattr(packaging, "pip_ensure"):
-            try:
-                packaging.pip_ensure(missing, prompt_install=askConfirmation, requester="Cardiac Reconstruction")
+            try:  # pip_ensure takes Requirement objects (it reads their name and marker)
+                packaging.pip_ensure([packaging.Requirement(r) for r in missing], constraints=constraints,
+                                     prompt_install=askConfirmation, requester="Cardiac Reconstruction")
             except RuntimeError:  # the user declined
                 return False
         else:
@@ -627,8 +886,8 @@ class CardiacReconstructionLogic(ScriptedLoadableModuleLogic):
                     windowTitle=_("Install Python packages")):
                 return False
             with slicer.util.WaitCursor():
-                slicer.util.pip_install(missing)
-        still = missingRequirements()
+                slicer.util.pip_install(list(missing) + (["-c", constraints] if constraints else []))
+        still = missingRequirements(missing)
         if still:
             slicer.util.errorDisplay(_("These Python packages could not be installed: ") + ", ".join(still)
                                      + _(". Restart Slicer and try again, or install them from the Python console "
@@ -636,19 +895,13 @@ class CardiacReconstructionLogic(ScriptedLoadableModuleLogic):
             return False
         return True
 
-    def _methodNeedsTorch(self, method) -> bool:
-        """Only learned methods need PyTorch; the classical baselines run without it."""
-        available = self.availableMethods()
-        kinds = {m.name: m.kind for m in available} if available else {}
-        return kinds.get(method, "learned") != "baseline"
-
     @staticmethod
     def _ensureTorch(askConfirmation=True) -> bool:
-        try:
-            import torch  # noqa: F401
+        """torch through the PyTorch extension (PyTorchUtils), which picks the build that fits this
+        computer (the CUDA version its NVIDIA driver supports, or CPU only); pip is never asked for
+        torch. The user may pick the build in the PyTorch Utils module instead."""
+        if not missingRequirements(["torch"]):
             return True
-        except ImportError:
-            pass
         try:
             import PyTorchUtils
         except ImportError:
@@ -660,9 +913,15 @@ class CardiacReconstructionLogic(ScriptedLoadableModuleLogic):
         if slicer.app.testingEnabled():
             logging.error("CardiacReconstruction: PyTorch is missing (not installed in testing mode).")
             return False
-        installed = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=askConfirmation,
+        if askConfirmation:
+            choice = askTorchBuild()
+            if choice == "choose":
+                slicer.util.selectModule("PyTorchUtils")
+            if choice != "automatic":
+                return False
+        installed = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
                                                                   torchVersionRequirement=TORCH_REQUIREMENT)
-        if installed is None:  # the user declined, or the installation failed
+        if installed is None:  # the installation failed
             slicer.util.errorDisplay(_("PyTorch was not installed, so this method cannot run. Install it from the "
                                        "PyTorch Utils module and press Apply again."),
                                      windowTitle=_("Cardiac Reconstruction"))
@@ -730,7 +989,8 @@ class CardiacReconstructionLogic(ScriptedLoadableModuleLogic):
         device : str
             'auto', 'cuda' or 'cpu' (learned methods; out of GPU memory falls back to the CPU).
         sliceSpacing : float, optional
-            Output slice spacing in mm (default 2 mm, or the input spacing if finer).
+            Output slice spacing in mm; None: the engine's default (``methods.DEFAULT_SLICE_SPACING_MM``,
+            or the input's slice spacing if finer).
         progress : callable(fraction, message), optional
         cancel : callable() -> bool, optional
             Return True to stop (raises CardiacReconstructionLib.Cancelled; scene unchanged).
@@ -832,6 +1092,8 @@ class CardiacReconstructionTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         self.setUp()
+        self.test_WidgetListsEveryMethod()  # first: the other tests import torch in this process
+        self.setUp()
         self.test_EveryMethodOnPhantom()
         self.setUp()
         self.test_BackgroundRunAndCancel()
@@ -872,6 +1134,46 @@ class CardiacReconstructionTest(ScriptedLoadableModuleTest):
         for model in outputs["models"]:
             self.assertGreater(model.GetPolyData().GetNumberOfPoints(), 0, model.GetName())
         self.assertIn("Reconstructed in", outputs["summary"])
+
+    def test_WidgetListsEveryMethod(self):
+        """The widget lists every declared method (those that cannot run here greyed out, with
+        the reason), folds expert options into the Advanced section, says what 'Auto' slice
+        spacing means for the input and asks PyTorch only when the Advanced section opens."""
+        from CardiacReconstructionLib import methods
+
+        torchBefore = "torch" in sys.modules  # Slicer or another module may have imported it
+        widget = slicer.util.getModuleWidget("CardiacReconstruction")
+        widget.initializeParameterNode()  # setUp's scene close disconnected it
+        widget._populateMethods()
+        if not torchBefore:
+            self.assertNotIn("torch", sys.modules, "listing the methods imported torch")
+        combo = widget.ui.methodComboBox
+        names = [combo.itemData(i) for i in range(combo.count)]
+        self.assertEqual(sorted(names), sorted(name for _method, name, _reason in methods.catalog()))
+        reasons = dict(methods.unavailable())
+        for index, name in enumerate(names):
+            flags = combo.itemData(index, qt.Qt.UserRole - 1)  # QStandardItem's flags role
+            if name in reasons:
+                self.assertEqual(flags, 0, f"{name} is unavailable but selectable")
+                self.assertIn(reasons[name], combo.itemData(index, qt.Qt.ToolTipRole))
+            else:
+                self.assertNotEqual(flags, 0, f"{name} is greyed out")
+        for method in methods.available():
+            form, advancedForm, editors = widget._optionForms[method.name]
+            for option in method.options:
+                where = advancedForm if option.advanced else form
+                self.assertTrue(where.isAncestorOf(editors[option.name][1]), f"{method.name}.{option.name}")
+
+        case, saxNode, _laxNode = self._phantomCase()
+        widget._parameterNode.saxSegmentation = saxNode
+        spacing = CardiacReconstructionLogic.defaultSliceSpacing(saxNode)
+        self.assertAlmostEqual(spacing, methods.output_geometry(case.sax.geometry).spacing[2], places=6)
+        self.assertIn(f"{spacing:.3g}", widget.ui.sliceSpacingSpinBox.specialValueText)
+
+        widget.ui.advancedCollapsibleButton.collapsed = False
+        self.assertEqual(widget.ui.deviceInfoLabel.text, CardiacReconstructionLogic.deviceDescription())
+        widget.ui.advancedCollapsibleButton.collapsed = True
+        self.delayDisplay("The widget lists every method")
 
     def test_EveryMethodOnPhantom(self):
         """Logic.process with every registered method (its fast test options) on the CPU."""

@@ -54,7 +54,7 @@ def test_centroid_alignment_recovers_known_shifts():
     d, diag = centroid_displacements(sax)
     true_mm = shifts_px * 1.5
     err = np.linalg.norm((d - d.mean(0)) - (true_mm - true_mm.mean(0)), axis=1)
-    assert err.max() < 1.0, err  # within 1 mm (the gauge: mean removed)
+    assert err.max() < 0.4, err  # the gauge: mean removed; measured 0.292 mm; margin 0.1
     res = methods.run("centroid_shape_interp", Case(sax=sax), slice_spacing=2.0)
     np.testing.assert_allclose(res.displacements, d)
     # corrected output: LV centres of the shifted slices lie back on the line

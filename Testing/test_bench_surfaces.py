@@ -25,13 +25,13 @@ def _sphere(radius, resolution=60):
 
 def test_mesh_assd_of_concentric_spheres_is_their_gap():
     # exact point-to-mesh distances: every vertex of either sphere is ~1 mm from the other
-    assert mesh_assd(_sphere(10.0), _sphere(11.0)) == pytest.approx(1.0, abs=0.05)
+    assert mesh_assd(_sphere(10.0), _sphere(11.0)) == pytest.approx(1.0, abs=0.01)  # measured 0.9995; margin 0.01
     assert mesh_assd(_sphere(10.0), _sphere(10.0)) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_curvature_spread_is_zero_on_a_sphere_and_grows_with_bumps():
     smooth = _sphere(10.0)
-    assert curvature_spread(smooth) < 0.01
+    assert curvature_spread(smooth) < 0.001  # measured 1.6e-4 /mm; margin 8e-4
     bumpy = _sphere(10.0)
     pts = bumpy.GetPoints()
     rng = np.random.default_rng(0)

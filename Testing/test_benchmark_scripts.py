@@ -39,4 +39,4 @@ def test_slice_translations_recover_known_shifts_and_ignore_offsets():
     near = np.abs(condition) < align.NEAR_SURFACE_MM
     offsets = np.array([0.5, -0.3, 0.0, 0.2])[:, None, None, None] * np.ones_like(condition)
     residual = (moved - condition - offsets - field)[near]
-    assert np.sqrt(np.mean(residual ** 2)) < 0.1 * np.sqrt(np.mean(field[near] ** 2))
+    assert np.sqrt(np.mean(residual ** 2)) < 0.03 * np.sqrt(np.mean(field[near] ** 2))  # measured 0.017; margin 0.013

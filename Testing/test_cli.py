@@ -30,6 +30,7 @@ def simulated(tmp_path_factory):
     return folder, case
 
 
+@pytest.mark.slow
 def test_demo_writes_everything(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--output", str(out)]) == 0
@@ -66,8 +67,9 @@ def test_degrade_then_evaluate(simulated, tmp_path, capsys):
     out = tmp_path / "deg"
     assert main(["degrade", "--input", str(folder / "truth.seg.nrrd"), "--preset", "severe", "--seed", "2",
                  "--lax", "4ch", "--output", str(out)]) == 0
-    assert {p.name for p in out.iterdir()} == {"sax.seg.nrrd", "truth.seg.nrrd", "true_displacements.csv",
-                                              "lax_4ch.seg.nrrd"}
+    written = {"sax.seg.nrrd", "truth.seg.nrrd", "true_displacements.csv", "lax_4ch.seg.nrrd"}
+    assert {p.name for p in out.iterdir()} == written | {"run.json"}
+    assert set(json.loads((out / "run.json").read_text())["files"]) == written
     capsys.readouterr()
     assert main(["evaluate", "--result", str(folder / "truth.seg.nrrd"), "--truth", str(folder / "truth.seg.nrrd"),
                  "--json"]) == 0
@@ -75,6 +77,7 @@ def test_degrade_then_evaluate(simulated, tmp_path, capsys):
     assert metrics["dice_LV"] == 1.0 and metrics["assd_mean"] == 0.0
 
 
+@pytest.mark.slow
 def test_bench_small(tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["bench", "--cases", "1", "--presets", "none,severe", "--seeds", "0",
@@ -86,6 +89,7 @@ def test_bench_small(tmp_path, capsys):
     assert (out / "dice_mean.png").exists()
 
 
+@pytest.mark.slow
 def test_bench_shift_search_is_reported_apart_from_plain_dice(tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["bench", "--cases", "1", "--presets", "normal", "--seeds", "0", "--methods", "nearest",
@@ -173,6 +177,7 @@ def test_bad_option_values(simulated, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_run_progress_lines_for_a_calling_process(simulated, tmp_path):
     """--progress-format lines: a real child process prints flushed 'PROGRESS <fraction> <message>'
     lines on stderr (what the Slicer module parses) and no progress bar; a cancel file stops it

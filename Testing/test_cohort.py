@@ -182,7 +182,7 @@ def test_loaded_volume_matches_the_json_volumes(s00, s00_uncut):
     np.testing.assert_allclose(vol.geometry.direction, frame.axes, atol=1e-9)
     assert set(np.unique(vol.array)) == {0, 1, 2, 3}
     for label in (1, 2, 3):  # 2.5 x 2.5 x 4 mm voxels: partial volume only at the boundary
-        assert ml(vol, label) == pytest.approx(shape.volumes_ml[label], rel=0.03)
+        assert ml(vol, label) == pytest.approx(shape.volumes_ml[label], rel=0.01)  # measured <= 0.0031; margin 0.007
     assert 80 < ml(vol, 1) < 200 and 80 < ml(vol, 3) < 250  # plausible adult end-diastolic volumes
     # Ventricles centred: nothing touches the grid's border.
     body = vol.array > 0
@@ -290,7 +290,8 @@ def test_augmentation_is_seeded_and_changes_volumes_as_drawn(s00, s00_cut):
         factor = cohort.draw_augmentation(np.random.default_rng(seed)).volume_factor
         assert abs(factor - 1) > 0.04  # these seeds really rescale
         for label in (1, 2, 3):
-            assert ml(vol, label) / ml(s00_cut, label) == pytest.approx(factor, rel=0.05)
+            # measured <= 0.0156; margin 0.01
+            assert ml(vol, label) / ml(s00_cut, label) == pytest.approx(factor, rel=0.025)
     with pytest.raises(InputError, match="seed"):
         cohort.load_subject(s00, augment=True, **SMALL)
 
@@ -363,7 +364,7 @@ def test_acdc_pseudo_hr_through_the_baseline():
     assert hr.spacing[2] == pytest.approx(2.0)
     assert hr.shape[0] * 2.0 == pytest.approx(sax.shape[0] * 10.0)  # the same slab
     for label in (1, 2, 3):
-        assert ml(hr, label) == pytest.approx(ml(sax, label), rel=0.2)
+        assert ml(hr, label) == pytest.approx(ml(sax, label), rel=0.06)  # measured <= 0.033 (RV); margin 0.027
 
 
 def test_acdc_anatomies_are_pseudo_hr_validation_stacks():

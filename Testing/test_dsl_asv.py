@@ -39,6 +39,7 @@ def test_registered_as_learned_method_with_displacements():
 
 
 @needs_weights
+@pytest.mark.slow
 def test_output_grid_shapes_and_labels(severe_case, severe_result):
     expected = methods.output_geometry(severe_case.sax.geometry, slice_spacing=2.0)
     assert severe_result.labels.geometry.same_as(expected)
@@ -48,6 +49,7 @@ def test_output_grid_shapes_and_labels(severe_case, severe_result):
 
 
 @needs_weights
+@pytest.mark.slow
 def test_result_is_close_to_truth_and_corrects_motion(severe_case, severe_result):
     d = dice(severe_result.labels, severe_case.truth)
     assert min(d.values()) > 0.5 and np.mean(list(d.values())) > 0.7
@@ -60,6 +62,7 @@ def test_result_is_close_to_truth_and_corrects_motion(severe_case, severe_result
 
 
 @needs_weights
+@pytest.mark.slow
 def test_deterministic(severe_case, severe_result):
     again = methods.run("dsl_asv", severe_case, slice_spacing=2.0)
     np.testing.assert_array_equal(again.labels.array, severe_result.labels.array)
@@ -67,6 +70,7 @@ def test_deterministic(severe_case, severe_result):
 
 
 @needs_weights
+@pytest.mark.slow
 def test_arbitrary_output_spacing_is_honoured(severe_case):
     result = methods.run("dsl_asv", severe_case, slice_spacing=3.3)
     expected = methods.output_geometry(severe_case.sax.geometry, slice_spacing=3.3)
@@ -77,6 +81,7 @@ def test_arbitrary_output_spacing_is_honoured(severe_case):
 
 
 @needs_weights
+@pytest.mark.slow
 def test_surface_to_volume_before_and_after_reported(severe_result):
     diag = severe_result.diagnostics
     for key in ("sv_before", "sv_after", "sv_relative_change"):
@@ -90,12 +95,14 @@ def test_surface_to_volume_before_and_after_reported(severe_result):
 
 
 @needs_weights
+@pytest.mark.slow
 def test_correction_none_reports_zero_displacements(severe_case):
     result = methods.run("dsl_asv", severe_case, correction="none")
     assert not result.displacements.any()
 
 
 @needs_weights
+@pytest.mark.slow
 def test_reversed_slice_order_gives_the_same_anatomy(severe_case, severe_result):
     """Canonicalisation is physical: the same stack stored apex-first (k axis flipped) must give
     the same labels in space."""
@@ -107,11 +114,12 @@ def test_reversed_slice_order_gives_the_same_anatomy(severe_case, severe_result)
     result = methods.run("dsl_asv", flipped, slice_spacing=2.0)
     assert result.labels.array.shape == severe_result.labels.array.shape
     back = Volume(result.labels.array[::-1].copy(), severe_result.labels.ijk_to_ras)
-    assert np.mean(list(dice(back, severe_result.labels).values())) > 0.97
+    assert np.mean(list(dice(back, severe_result.labels).values())) > 0.995  # measured 1.0; margin 0.005
     np.testing.assert_allclose(result.displacements[::-1], severe_result.displacements, atol=0.3)
 
 
 @needs_weights
+@pytest.mark.slow
 def test_wholeheart_mode_outputs_the_great_vessels_and_atria():
     phantom = make_phantom(seed=2, mode="wholeheart")
     case = make_case(phantom.truth, "normal", seed=0, slice_spacing=10.0)
@@ -168,6 +176,7 @@ def ring_stack_rotated():
 
 
 @needs_weights
+@pytest.mark.slow
 def test_finetune_updates_encoder_only(tmp_path):
     from CardiacReconstructionLib.core.io import write_volume
     from CardiacReconstructionLib.networks.checkpoint import load_network

@@ -48,14 +48,17 @@ def test_shipped_weights_verify_and_hold_their_grid():
     from CardiacReconstructionLib.networks import weights
 
     path = weights.verify(lo.DEFAULT_WEIGHTS)
-    state = torch.load(path, weights_only=True)  # safe loading works
+    checkpoint = torch.load(path, weights_only=True)  # safe loading works
+    assert checkpoint["kind"] == "vae" and checkpoint["meta"]["train_config"]["seed"] == 3  # the card's run
     model = lo.load_prior()
     assert model.config.latent_dim == 64 and len(model.config.grid_shape) == 3
-    from CardiacReconstructionLib.networks.vae import CONFIG_KEY
+    assert list(model.config.grid_shape) == checkpoint["config"]["grid_shape"]
+    # cached and frozen: the joint stage differentiates through the decoder, never into its weights
+    assert lo.load_prior() is model and lo.load_prior(str(path)) is not model
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
 
-    assert CONFIG_KEY in state
 
-
+@pytest.mark.slow
 def test_output_grid_labels_displacements_and_diagnostics(phantom_case, fast_result):
     case, r = _sax_only(phantom_case), fast_result
     assert r.labels.geometry.same_as(methods.output_geometry(case.sax.geometry, 2.0))
@@ -70,9 +73,10 @@ def test_output_grid_labels_displacements_and_diagnostics(phantom_case, fast_res
     assert np.isfinite(d["final_loss"]) and len(d["slice_dice"]) == case.n_slices
     # the fitted slices agree with the motion-free input where the heart is large
     big = np.isin(case.sax.array, (1, 2, 3)).sum(axis=(1, 2)) > 2000
-    assert np.nanmean(np.asarray(d["slice_dice"])[big]) > 0.85
+    assert np.nanmean(np.asarray(d["slice_dice"])[big]) > 0.93  # measured 0.9615; margin 0.03
 
 
+@pytest.mark.slow
 def test_same_input_and_seed_give_the_same_output(phantom_case, fast_result):
     a = fast_result
     b = methods.run("latent_optimisation", _sax_only(phantom_case), slice_spacing=2.0, **FAST)
@@ -80,6 +84,7 @@ def test_same_input_and_seed_give_the_same_output(phantom_case, fast_result):
     assert np.array_equal(a.displacements, b.displacements)
 
 
+@pytest.mark.slow
 def test_known_shifts_are_recovered_within_1mm(phantom_case):
     """Shift the motion-free slices by a known global + per-slice pattern (whole pixels of
     1.25 mm so the labels move exactly); the estimate, minus its value on the unshifted stack
@@ -100,6 +105,7 @@ def test_known_shifts_are_recovered_within_1mm(phantom_case):
     assert err.mean() < 1.0, err
 
 
+@pytest.mark.slow
 def test_long_axis_term_runs_anchors_the_gauge_and_fits_the_view(phantom_case):
     from CardiacReconstructionLib.evaluation.metrics import lax_dice
 

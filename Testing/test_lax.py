@@ -105,7 +105,7 @@ def test_cohort_json_layout_is_accepted():
 def test_label_proxies_recover_the_long_axis_and_its_direction(hr):
     proxies = L.landmarks_from_labels(hr)
     axis = proxies["lv_apex"] - proxies["mitral_valve_centre"]
-    assert np.degrees(np.arccos(axis @ AXIS / np.linalg.norm(axis))) < 3.0
+    assert np.degrees(np.arccos(axis @ AXIS / np.linalg.norm(axis))) < 0.25  # measured 0.027 deg; margin 0.22
     assert np.linalg.norm(axis) == pytest.approx(70.0 + 4.0, abs=6.0)  # LV+MYO length incl. the apical wall
 
 
@@ -171,7 +171,7 @@ def test_extracted_pixels_are_the_nearest_hr_voxels(hr):
     inside = np.all((idx >= 0) & (idx < np.array(hr.shape[::-1])), axis=-1)
     expected = np.zeros(vol.shape[1:], np.uint8)
     expected[inside] = hr.array[idx[inside][:, 2], idx[inside][:, 1], idx[inside][:, 0]]
-    assert (vol.array[0] == expected).mean() > 0.995
+    assert (vol.array[0] == expected).mean() > 0.999  # measured 1.0 (all pixels); margin 0.001
 
 
 def test_shift_moves_the_view_content_by_plus_d(hr):

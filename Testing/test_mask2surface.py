@@ -50,6 +50,7 @@ def test_registered_with_its_options():
 
 
 @needs_weights
+@pytest.mark.slow
 def test_surfaces_are_watertight_and_manifold(result):
     assert set(result.surfaces) == set(SURFACE_KEYS)
     for key, surface in result.surfaces.items():
@@ -59,24 +60,28 @@ def test_surfaces_are_watertight_and_manifold(result):
 
 
 @needs_weights
+@pytest.mark.slow
 def test_surfaces_nest_and_match_the_truth(phantom, result):
     vol = {k: enclosed_volume(s) for k, s in result.surfaces.items()}
     # epicardium encloses endocardium + myocardium
-    assert vol["LV_epicardium"] == pytest.approx(vol["LV_endocardium"] + vol["LV_myocardium"], rel=0.15)
+    # measured 1.7e-4; margin 0.01
+    assert vol["LV_epicardium"] == pytest.approx(vol["LV_endocardium"] + vol["LV_myocardium"], rel=0.01)
     scores = surface_scores(result.surfaces, label_truth_surfaces(phantom.truth, spacing_mm=1.5))
-    assert scores["chamfer_mean_mm"] < 4.0
+    assert scores["chamfer_mean_mm"] < 2.0  # measured 1.355 mm; margin 0.65
 
 
 @needs_weights
+@pytest.mark.slow
 def test_labels_are_the_voxelised_surfaces_on_the_output_grid(case, result):
     expected = methods.output_geometry(case.sax.geometry, slice_spacing=2.0)
     assert result.labels.geometry.same_as(expected)
     assert set(np.unique(result.labels.array)) == {0, LV, MYO, RV}
     d = dice(result.labels, case.truth)
-    assert d[MYO] > 0.5 and d[LV] > 0.7 and d[RV] > 0.6
+    assert d[MYO] > 0.75 and d[LV] > 0.9 and d[RV] > 0.9  # measured 0.810, 0.929, 0.926; margins 0.06, 0.03, 0.03
 
 
 @needs_weights
+@pytest.mark.slow
 def test_displacements_beat_no_correction(case, result):
     assert result.displacements.shape == (case.n_slices, 2)
     err = displacement_error(result.displacements, case.true_displacements, remove_mean=True)
@@ -85,6 +90,7 @@ def test_displacements_beat_no_correction(case, result):
 
 
 @needs_weights
+@pytest.mark.slow
 def test_same_seed_same_surface(case, result):
     again = methods.run("mask2surface", case, slice_spacing=2.0, seed=0)
     for key in result.surfaces:
@@ -95,6 +101,7 @@ def test_same_seed_same_surface(case, result):
 
 
 @needs_weights
+@pytest.mark.slow
 def test_mcsr_alone_ablation_has_labels_and_marching_cubes_surfaces(case):
     alone = methods.run("mask2surface", case, slice_spacing=2.0, refine="none")
     assert not alone.surfaces and alone.diagnostics["refine"] == "none"
@@ -104,6 +111,7 @@ def test_mcsr_alone_ablation_has_labels_and_marching_cubes_surfaces(case):
 
 
 @needs_weights
+@pytest.mark.slow
 def test_known_uniform_shift_of_one_slice_is_recovered(phantom):
     clean = make_case(phantom.truth, "none", seed=0, slice_spacing=10.0)
     sax = clean.sax.array.copy()
@@ -115,7 +123,7 @@ def test_known_uniform_shift_of_one_slice_is_recovered(phantom):
     spacing_i = float(clean.sax.spacing[0])
     d = res.displacements - res.displacements.mean(axis=0)
     # the rolled slice shows the truth moved by +3 voxels along i: displacement ~ (+3 * s_i, 0)
-    assert abs(d[k, 0] - shift_vox * spacing_i) < 2.0 and abs(d[k, 1]) < 2.0
+    assert abs(d[k, 0] - shift_vox * spacing_i) < 2.0 and abs(d[k, 1]) < 1.0  # measured 1.68 and 0.33 mm
 
 
 @needs_weights
@@ -144,6 +152,7 @@ def test_surface_grid_is_centred_on_the_labelled_slices():
 
 
 @needs_weights
+@pytest.mark.slow
 def test_residual_decoding_keeps_the_condition_where_diffusion_changes_nothing():
     """The refined SDG is the C-SDG plus decoder(refined) - decoder(condition): with a denoiser
     that returns the condition (untrained, condition residual) the C-SDG comes back unchanged,

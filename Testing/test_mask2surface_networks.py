@@ -10,7 +10,8 @@ pytest.importorskip("monai")
 
 from CardiacReconstructionLib.networks.latent_diffusion import (LDMConfig, LatentDenoiser, SDGAutoencoder,  # noqa: E402
                                                                 VQVAEConfig, ddim_scheduler)
-from CardiacReconstructionLib.networks.mcsr import (MCSRConfig, MCSRNet, centre_shifts, interpolate_slices,  # noqa: E402
+from CardiacReconstructionLib.networks.blocks import interpolate_slices  # noqa: E402
+from CardiacReconstructionLib.networks.mcsr import (MCSRConfig, MCSRNet, centre_shifts,  # noqa: E402
                                                     labelled_slices, warp_slices)
 from CardiacReconstructionLib.networks.checkpoint import load_network, save_network  # noqa: E402
 

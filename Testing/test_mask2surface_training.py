@@ -15,6 +15,7 @@ from CardiacReconstructionLib.anatomy.canonical import onehot  # noqa: E402
 from CardiacReconstructionLib.training import mask2surface as tm  # noqa: E402
 from CardiacReconstructionLib.networks.checkpoint import load_network  # noqa: E402
 from conftest import needs_acdc, needs_ct  # noqa: E402
+from test_model_cards import assert_card_complete  # noqa: E402
 
 
 def test_perfect_correction_reproduces_the_training_targets():
@@ -36,6 +37,7 @@ def test_perfect_correction_reproduces_the_training_targets():
 
 
 @needs_ct
+@pytest.mark.slow
 def test_mcsr_trains_one_step_and_resumes(tmp_path):
     cfg = tm.MCSRTrainConfig(minutes=5.0, max_steps=1, pool_biventricular=1, accumulate=1)
     out = tm.train_mcsr(cfg, tmp_path / "mcsr.pt", log=lambda *_: None)
@@ -66,16 +68,23 @@ def pairs_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_vqvae_and_ldm_train_one_step(pairs_file, tmp_path):
-    cfg = tm.SDGTrainConfig(minutes=5.0, max_steps=1, pairs=str(pairs_file), batch=1)
+    cfg = tm.SDGTrainConfig(minutes=5.0, max_steps=1, pairs=str(pairs_file), batch=1, device="cpu")
     vq = tm.train_vqvae(cfg, tmp_path / "vq.pt", log=lambda *_: None)
     assert load_network(vq, "vqvae").config.num_embeddings == 1024
+    again = tm.train_vqvae(cfg, tmp_path / "vq_again.pt", log=lambda *_: None)
+    a, b = (torch.load(str(p), weights_only=True) for p in (vq, again))
+    for key, value in a["state_dict"].items():  # the same seed on the CPU: the same weights
+        assert torch.equal(value, b["state_dict"][key]), key
+    assert a["meta"]["device"] == "cpu" and a["meta"]["data"] == ["ct"]  # phantom pairs: no ACDC names
     ldm = tm.train_ldm(tm.SDGTrainConfig(minutes=5.0, max_steps=1, pairs=str(pairs_file), batch=2), vq,
                        tmp_path / "ldm.pt", log=lambda *_: None)
     model = load_network(ldm, "ldm")
     assert model.config.latent_scale > 0 and model.config.prediction_type == "sample"
 
 
+@pytest.mark.slow
 def test_ldm_fine_tunes_from_weights_with_bends(pairs_file, tmp_path):
     """--init keeps the starting denoiser's latent scale and weights (before the first step);
     --bend-mm trains with bent latents."""
@@ -91,7 +100,10 @@ def test_ldm_fine_tunes_from_weights_with_bends(pairs_file, tmp_path):
     assert b.config.latent_scale == a.config.latent_scale
     for key, value in a.state_dict().items():  # learning rate 0: the step changed nothing
         assert torch.equal(value, b.state_dict()[key]), key
-    assert "--lr 0 --init ldm.pt --bend-mm 4`" in tm.model_card("ldm", second, {})  # the card reproduces the run
+    card = tm.model_card("ldm", second, {"chamfer_mean_mm": 1.0})
+    assert "--lr 0 --init ldm.pt --bend-mm 4`" in card  # the card reproduces the run
+    assert_card_complete(card)
+    assert f"--pairs {pairs_file.name} --vqvae" in card and str(pairs_file.parent) not in card
     assert "--init" not in tm.model_card("ldm", first, {})
     with pytest.raises(InputError, match="use one"):
         tm.train_ldm(tm.SDGTrainConfig(max_steps=1, pairs=str(pairs_file)), vq, tmp_path / "ldm.pt", resume=True,
@@ -117,6 +129,7 @@ def test_several_pairs_files_are_concatenated(pairs_file):
 
 
 @needs_acdc
+@pytest.mark.slow
 def test_acdc_pair_targets_its_pseudo_hr_shape_on_the_condition_grid():
     """An MRI-shaped pair: the target is the pseudo-HR shape's SDG on the surface grid moved by the
     common shift, so after MCSR-Net's correction condition and target describe the same heart."""

@@ -100,7 +100,8 @@ def test_hd95_is_the_max_of_directed_95th_percentiles():
     d = metrics.hd95(_volume(result), _volume(truth), 1)[1]
     assert d > 30.0
     assert metrics.hd95(_volume(truth), _volume(result), 1)[1] == d  # symmetric
-    assert metrics.assd(_volume(result), _volume(truth), 1)[1] < 5.0  # the mean dilutes the blob
+    # the mean dilutes the blob: measured 1.167 (7/6); margin 0.33
+    assert metrics.assd(_volume(result), _volume(truth), 1)[1] < 1.5
 
 
 def test_identical_masks_have_zero_distances_and_empty_rules():

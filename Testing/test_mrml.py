@@ -226,7 +226,8 @@ def test_closed_surface_segmentation_is_voxelised_on_the_reference_grid(scene, s
     assert volume.geometry.same_as(stack.geometry)
     for label in (1, 2, 3):
         a, b = volume.array == label, stack.array == label
-        assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.9  # smoothed surfaces, revoxelised
+        # smoothed surfaces, revoxelised: measured >= 0.977; margin 0.017
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.96
     assert node.GetMTime() == before_time
     assert node_ids(scene) == before_ids
     assert not node.GetSegmentation().ContainsRepresentation("Binary labelmap")

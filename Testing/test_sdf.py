@@ -151,9 +151,11 @@ def test_analytic_sphere_surface_is_closed_with_the_right_volume():
     grid = target_grid((40, 40, 40), (1.0, 1.1, 1.3))
     surface = sdf.sdg_surface(analytic_sphere(grid), grid)
     assert open_edge_count(surface) == 0
-    assert enclosed_volume(surface) == pytest.approx(4 / 3 * np.pi * RADIUS ** 3, rel=0.01)
+    # measured 0.0034; margin 0.0016
+    assert enclosed_volume(surface) == pytest.approx(4 / 3 * np.pi * RADIUS ** 3, rel=0.005)
     radii = np.linalg.norm(polydata_points(surface) - centre_ras(), axis=1)
-    assert np.abs(radii - RADIUS).max() < 0.1  # linear interpolation of an exact distance field
+    # linear interpolation of an exact distance field: measured 0.0138 mm; margin 0.016
+    assert np.abs(radii - RADIUS).max() < 0.03
 
 
 def test_surface_normals_point_outwards():
@@ -175,7 +177,8 @@ def test_surface_is_closed_where_the_inside_touches_the_border():
 def test_mask_sdg_surface_volume_matches_the_sphere(sphere_sdg):
     surface = sdf.sdg_surface(sphere_sdg, target_grid())
     assert open_edge_count(surface) == 0
-    assert enclosed_volume(surface) == pytest.approx(4 / 3 * np.pi * RADIUS ** 3, rel=0.05)
+    # measured 0.0118; margin 0.008
+    assert enclosed_volume(surface) == pytest.approx(4 / 3 * np.pi * RADIUS ** 3, rel=0.02)
 
 
 def test_empty_field_gives_empty_surface():
@@ -195,4 +198,5 @@ def test_label_truth_surfaces_are_closed_and_keyed():
         assert open_edge_count(surface) == 0
     voxel_ml = np.prod(volume.spacing) / 1000
     epi = enclosed_volume(surfaces["LV_epicardium"]) / 1000
-    assert epi == pytest.approx(((labels == 1) | (labels == 2)).sum() * voxel_ml, rel=0.1)
+    # measured 0.0057; margin 0.014
+    assert epi == pytest.approx(((labels == 1) | (labels == 2)).sum() * voxel_ml, rel=0.02)

@@ -2,10 +2,11 @@
 
 The module file needs Slicer's Qt application (ScriptedLoadableModule, qt, parameter nodes);
 its logic's real work is in the engine and tested there. Here the module is read as source and
-checked against the machine-readable list of Slicer's Python API
-(/work/shared/slicer-api/slicer_api.json, or $SLICER_API_JSON; those checks are skipped where
-the list is absent), its Qt Designer file, its CMake listing (Slicer silently drops files that
-are not listed) and Slicer 5.8 compatibility (Python 3.9).
+checked against the machine-readable list of Slicer's Python API (``shared/slicer-api/
+slicer_api.json`` beside the repository, or $SLICER_API_JSON; without it those checks are
+skipped on a developer's machine and fail under CI, where $CI is set), its Qt Designer file, its
+CMake listing (Slicer silently drops files that are not listed) and Slicer 5.8 compatibility
+(Python 3.9).
 """
 
 import ast
@@ -19,22 +20,23 @@ from pathlib import Path
 import pytest
 
 from import_graph import import_graph, module_files
+from module_source import (MODULE_DIR, MODULE_FILE, REPO, RESOURCES, distribution_name, module_constant,
+                           pyproject_dependencies, requirement_functions)
 from CardiacReconstructionLib import methods
 from CardiacReconstructionLib.core import device
 from CardiacReconstructionLib.core import labels
 
-REPO = Path(__file__).resolve().parents[1]
-MODULE_DIR = REPO / "CardiacReconstruction"
-MODULE_FILE = MODULE_DIR / "CardiacReconstruction.py"
-UI_FILE = MODULE_DIR / "Resources" / "UI" / "CardiacReconstruction.ui"
+UI_FILE = RESOURCES / "UI" / "CardiacReconstruction.ui"
 LIB_DIR = MODULE_DIR / "CardiacReconstructionLib"
-API_JSON = Path(os.environ.get("SLICER_API_JSON", "/work/shared/slicer-api/slicer_api.json"))
+#: The API list: $SLICER_API_JSON, else the shared folder beside the repository (../shared).
+API_JSON = Path(os.environ.get("SLICER_API_JSON") or REPO.parent / "shared" / "slicer-api" / "slicer_api.json")
 
 #: Methods every VTK object or data set has; the API list holds MRML classes' own methods only.
 VTK_BASE_METHODS = {"IsA", "GetClassName", "AddObserver", "RemoveObserver", "Modified", "GetMTime",
                     "GetNumberOfPoints", "GetNumberOfCells", "DeepCopy", "ShallowCopy"}
-#: Names whose CamelCase attributes are classes, not MRML methods.
-CLASS_NAMESPACES = {"qt", "ctk", "vtk", "slicer", "PyTorchUtils"}
+#: Names whose CamelCase attributes are classes, not MRML methods (``packaging`` is slicer.packaging,
+#: whose names test_packaging_is_guarded_and_exists checks).
+CLASS_NAMESPACES = {"qt", "ctk", "vtk", "slicer", "packaging", "PyTorchUtils"}
 #: Keyword arguments that Slicer 5.8 accepts where the API list shows a newer, longer signature.
 SLICER_5_8_KEYWORDS = {"launchConsoleProcess": {"useStartupEnvironment", "updateEnvironment", "cwd"}}
 #: Parameter-node fields bound by hand (filled at run time) instead of through the .ui file.
@@ -54,21 +56,19 @@ def tree(source):
 
 @pytest.fixture(scope="module")
 def api():
+    """The Slicer API list. Missing, the checks that need it skip on a developer's machine but
+    fail under CI ($CI set, as CI services do): there a skip would pass without checking."""
     if not API_JSON.is_file():
-        pytest.skip(f"Slicer API list not found at {API_JSON} (set SLICER_API_JSON)")
+        message = f"Slicer API list not found at {API_JSON} (set SLICER_API_JSON)"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI must check the module against it")
+        pytest.skip(message)
     return json.loads(API_JSON.read_text())
 
 
 @pytest.fixture(scope="module")
 def ui():
     return ET.parse(UI_FILE).getroot()
-
-
-def _module_constant(tree, name):
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            return ast.literal_eval(node.value)
-    raise AssertionError(f"{name} is not a module-level constant of {MODULE_FILE.name}")
 
 
 def _class(tree, name) -> ast.ClassDef:
@@ -167,6 +167,19 @@ def test_packaging_is_guarded_and_exists(source, tree, api):
         raise AssertionError("slicer.packaging must be imported inside try/except ImportError")
     used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and _dotted(n.value) == "packaging"}
     assert used <= set(api["slicer.packaging"]), used
+
+
+def test_qt_and_ctk_names_exist(tree, api):
+    """``qt.<name>`` is plain Qt (a Q class or the Qt namespace); ``ctk.<name>`` a CTK class that
+    Slicer itself uses."""
+    def names(namespace):
+        return {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and _dotted(n.value) == namespace}
+
+    used = names("qt")
+    assert {"QTimer", "QFormLayout", "QMessageBox", "Qt"} <= used
+    assert all(re.match(r"^(Q[A-Z]\w*|Qt)$", n) for n in used), sorted(used)
+    known = set(api["ui_widget_classes_used_in_slicer"]) | set(api["cpp_classes"])
+    assert names("ctk") <= known, sorted(names("ctk") - known)
 
 
 def test_calls_use_keywords_that_slicer_5_8_accepts(tree):
@@ -282,7 +295,7 @@ def test_cmake_lists_exactly_the_shipped_files():
     assert "${MODULE_NAME}.py" in listed_scripts
     stale = [f for f in listed_resources if not (MODULE_DIR / f).is_file()]
     assert not stale, f"listed in CMake but absent: {stale}"
-    assert {"Resources/UI/CardiacReconstruction.ui", "Resources/requirements.txt",
+    assert {"Resources/UI/CardiacReconstruction.ui", "Resources/requirements.txt", "Resources/requirements-learned.txt",
             "Resources/Icons/CardiacReconstruction.png"} <= listed_resources
     assert not any(f.startswith("CardiacReconstructionLib/training/") for f in listed_scripts)
 
@@ -416,12 +429,12 @@ def test_acknowledgement_cites_the_papers_and_data(tree):
 
 
 def test_module_constants_match_the_engine(tree):
-    assert tuple(_module_constant(tree, "CONVENTIONS")) == tuple(labels.CONVENTION_NAMES)
-    assert tuple(_module_constant(tree, "DEVICES")) == tuple(device.DEVICE_CHOICES)
-    methods.get(_module_constant(tree, "DEFAULT_METHOD"))
+    assert tuple(module_constant(tree, "CONVENTIONS")) == tuple(labels.CONVENTION_NAMES)
+    assert tuple(module_constant(tree, "DEVICES")) == tuple(device.DEVICE_CHOICES)
+    methods.get(module_constant(tree, "DEFAULT_METHOD"))
     from CardiacReconstructionLib.core.labels import STRUCTURES
 
-    assert set(_module_constant(tree, "RECONSTRUCTION_SEGMENTS")) == {STRUCTURES[i].name for i in (1, 2, 3)}
+    assert set(module_constant(tree, "RECONSTRUCTION_SEGMENTS")) == {STRUCTURES[i].name for i in (1, 2, 3)}
 
 
 def test_logic_process_signature(tree):
@@ -439,39 +452,54 @@ def test_logic_process_signature(tree):
         assert word in doc
 
 
-def _exec_module_functions(tree, names, namespace):
-    """Compile some of the module's plain functions on their own (they use only the standard
-    library), without importing the module (which needs Slicer)."""
-    body = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in names]
-    code = compile(ast.Module(body=body, type_ignores=[]), str(MODULE_FILE), "exec")
-    exec(code, namespace)
-    return namespace
+#: pyproject.toml dependencies that neither requirement file lists, because the Slicer runtime
+#: never imports them (test_slicer_runtime_never_imports_the_unlisted_dependencies checks it, and
+#: test_module_without_torch.py runs the worker with them made unimportable).
+NOT_INSTALLED_IN_SLICER = {
+    "matplotlib": "figures of the development commands (evaluation/figures.py, not shipped)",
+    "tqdm": "the command line's progress bar; the Slicer worker prints progress lines instead",
+}
 
 
-def _pyproject_dependencies():
-    try:
-        import tomllib
-    except ImportError:  # Python < 3.11
-        tomllib = pytest.importorskip("tomli")
-    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-
-
-def test_requirements_mirror_pyproject_without_torch(tree):
+def test_requirement_files_mirror_pyproject_without_torch(tree):
+    """The core and learned requirement files together are pyproject.toml's dependencies without
+    torch (the PyTorch extension installs it) and without what Slicer never imports; no package
+    is in both, and the module's helpers read them and find the installed packages."""
     import importlib.util
 
-    lines = [line.strip() for line in (MODULE_DIR / "Resources" / "requirements.txt").read_text().splitlines()
-             if line.strip() and not line.strip().startswith("#")]
-    expected = [d for d in _pyproject_dependencies() if not re.match(r"^torch\b", d)]
-    assert sorted(lines) == sorted(expected)
-    ns = _exec_module_functions(tree, {"requirementImportName", "missingRequirements", "readRequirements"},
-                                {"re": re, "importlib": importlib, "List": list, "REQUIREMENT_IMPORT_NAMES":
-                                 _module_constant(tree, "REQUIREMENT_IMPORT_NAMES")})
-    names = [ns["requirementImportName"](r) for r in lines]
-    assert "skimage" in names and "SimpleITK" in names
+    ns = requirement_functions(tree)
+    files = [RESOURCES / module_constant(tree, name) for name in ("CORE_REQUIREMENTS", "LEARNED_REQUIREMENTS")]
+    core, learned = (ns["readRequirements"](path) for path in files)
+    for path, lines in zip(files, (core, learned)):
+        stripped = [s.strip() for s in path.read_text().splitlines()]
+        assert lines == [s for s in stripped if s and not s.startswith("#")]
+    expected = [d for d in pyproject_dependencies()
+                if not re.match(r"^torch\b", d) and distribution_name(d) not in NOT_INSTALLED_IN_SLICER]
+    assert sorted(core + learned) == sorted(expected)
+    assert not {distribution_name(r) for r in core} & {distribution_name(r) for r in learned}
+    assert {distribution_name(r) for r in learned} >= {"monai", "einops"}, "the learned packages belong after torch"
+    names = [ns["requirementImportName"](r) for r in core + learned]
+    assert "SimpleITK" in names and "monai" in names
     assert all(importlib.util.find_spec(n) is not None for n in names), names  # the mapping is right
-    assert ns["missingRequirements"](lines) == []
+    assert ns["missingRequirements"](core + learned) == []
     assert ns["missingRequirements"](["surely-not-installed-pkg>=1"]) == ["surely-not-installed-pkg>=1"]
-    assert ns["readRequirements"](MODULE_DIR / "Resources" / "requirements.txt") == lines
+
+
+def test_slicer_runtime_never_imports_the_unlisted_dependencies():
+    """What NOT_INSTALLED_IN_SLICER says: no shipped module imports matplotlib or scikit-image,
+    and tqdm only in the CLI (its progress bar and the unshipped bench command)."""
+    imported = {}
+    for name, path in module_files().items():
+        if not _shipped(name):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            for module in modules:
+                imported.setdefault(module.split(".")[0], set()).add(name)
+    assert set(NOT_INSTALLED_IN_SLICER) <= {distribution_name(d) for d in pyproject_dependencies()}
+    assert "matplotlib" not in imported and "skimage" not in imported
+    assert imported.get("tqdm", set()) <= {"cli"}
 
 
 def test_engine_runs_as_a_module_for_the_worker():

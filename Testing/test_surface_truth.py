@@ -46,7 +46,7 @@ def test_negative_region_agrees_with_load_subject_labels(sdgs, labels):
     """Measured: Dice 0.984 (myocardium), 0.992, 0.995, 0.992 on subject_15."""
     masks = sdf.surface_masks(labels.array)
     for channel, key in zip(sdgs, sdf.SURFACE_KEYS):
-        assert dice(channel < 0, masks[key]) > 0.95, key
+        assert dice(channel < 0, masks[key]) > 0.97, key  # measured >= 0.984; margin 0.014
 
 
 def test_zero_level_set_lies_on_the_label_boundary(sdgs, labels):
@@ -79,7 +79,7 @@ def test_augmented_truth_agrees_with_augmented_load_subject():
     out = surface_truth.truth_sdgs(SUBJECT, augmented.geometry, augmentation=augmentation)
     masks = sdf.surface_masks(augmented.array)
     for channel, key in zip(out, sdf.SURFACE_KEYS):
-        assert dice(channel < 0, masks[key]) > 0.95, key
+        assert dice(channel < 0, masks[key]) > 0.97, key  # measured >= 0.985; margin 0.015
 
 
 def test_elastic_augmentation_and_meshless_shapes_are_refused(labels):
@@ -101,4 +101,5 @@ def test_truth_surfaces_are_closed_and_match_label_volumes(labels):
     voxel_ml = np.prod(labels.spacing) / 1000
     for key, mask in sdf.surface_masks(labels.array).items():
         assert open_edge_count(surfaces[key]) == 0, key
-        assert enclosed_volume(surfaces[key]) / 1000 == pytest.approx(mask.sum() * voxel_ml, rel=0.06), key
+        # measured 0.0073-0.0103 over the four surfaces; margin 0.01
+        assert enclosed_volume(surfaces[key]) / 1000 == pytest.approx(mask.sum() * voxel_ml, rel=0.02), key

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from CardiacReconstructionLib.core.errors import InputError
-from CardiacReconstructionLib.networks.vae import (CONFIG_KEY, LabelVAE, VAEConfig, config_from_state_dict, load_vae,
-                                                   onehot, save_vae, vae_loss, vae_state_dict)
+from CardiacReconstructionLib.networks.checkpoint import load_network, save_network
+from CardiacReconstructionLib.networks.vae import LabelVAE, VAEConfig, onehot, vae_loss
 
 TINY = dict(grid_shape=(16, 16, 16), spacing=(10.0, 10.0, 10.0), channels=(4, 8), latent_dim=3)
 
@@ -50,19 +50,22 @@ def test_free_bits_make_small_kl_free():
     assert out["loss"].item() == pytest.approx(np.log(4) + 3 * 2.0, rel=1e-5)  # the floor, not the KL
 
 
-def test_weights_file_is_a_plain_state_dict_with_its_config(tmp_path):
+def test_weights_file_is_a_vae_checkpoint_with_its_config(tmp_path):
     model = LabelVAE(VAEConfig(**TINY))
     path = tmp_path / "vae.pt"
-    save_vae(model, path)
-    state = torch.load(path, weights_only=True)
-    assert all(isinstance(v, torch.Tensor) for v in state.values())
-    assert config_from_state_dict(state) == model.config
-    loaded = load_vae(path)
-    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+    save_network(model, path, "vae", {"seed": 0})
+    obj = torch.load(path, weights_only=True)
+    assert obj["kind"] == "vae" and VAEConfig.from_dict(obj["config"]) == model.config and obj["meta"] == {"seed": 0}
+    loaded = load_network(path, "vae")
+    assert not loaded.training and loaded.config == model.config
     z = torch.zeros(1, 3)
     assert torch.equal(loaded.decode(z), model.decode(z))
-    with pytest.raises(InputError, match="not a label-VAE"):
-        config_from_state_dict({k: v for k, v in vae_state_dict(model).items() if k != CONFIG_KEY})
+    # the former format (a bare state dict) and other kinds are refused, in one line
+    torch.save(model.state_dict(), tmp_path / "bare.pt")
+    with pytest.raises(InputError, match="not a CardiacReconstruction checkpoint"):
+        load_network(tmp_path / "bare.pt", "vae")
+    with pytest.raises(InputError, match="expected 'dsl'"):
+        load_network(path, "dsl")
 
 
 def test_translate_moves_labels_with_zero_fill():
@@ -85,6 +88,7 @@ def _data_available():
 
 
 @pytest.mark.skipif(not _data_available(), reason="the shared CT cohort is not available")
+@pytest.mark.slow
 def test_training_runs_and_resumes_exactly(tmp_path):
     from CardiacReconstructionLib.training.lo import TrainConfig, train
 
@@ -98,12 +102,12 @@ def test_training_runs_and_resumes_exactly(tmp_path):
     assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["step"] == 1
     # ... and resumed gives exactly the weights of the uninterrupted run
     resumed = train(TrainConfig(epochs=3, **cfg), tmp_path / "resumed", resume=True, log=logs.append)
-    assert any("resuming from step 1" in m for m in logs)
+    assert any("resumed VAE at step 1" in m for m in logs)
     ckpt = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 3
-    a, b = torch.load(straight, weights_only=True), torch.load(resumed, weights_only=True)
+    a, b = (torch.load(p, weights_only=True)["state_dict"] for p in (straight, resumed))
     assert a.keys() == b.keys()
-    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     meta = (tmp_path / "resumed" / "lo_vae.json").read_text()
     assert "dice_LV" in meta and "Rodero" in meta
     # fine-tuning: a new run that starts from the finished weights, and says so in its metadata
@@ -121,10 +125,16 @@ def test_training_runs_and_resumes_exactly(tmp_path):
     assert weights.verify("tiny_vae", tmp_path / "weights").name == "tiny_vae.pt"
     card = (tmp_path / "weights" / entry["card"]).read_text()
     assert entry["sha256"] in card and "16 x 16 x 16" in card and "Validation" in card
-    assert "--epochs 3 --lr 0.001 --seed 0 --register tiny_vae" in card  # the command that reproduces it
+    threads = torch.get_num_threads()
+    assert f"--epochs 3 --lr 0.001 --seed 0 --threads {threads} --device cpu --register tiny_vae" in card  # reproduces it
+    assert "## Intended use" in card and "not for diagnosis" in card and "Apache-2.0" in card
+    assert json.loads((tmp_path / "resumed" / "lo_vae.json").read_text())["device"] == "cpu"
     # ... including the grid and network, which are not the defaults here
     assert "--grid 16,16,16 --spacing 10,10,10 --channels 4,8 --latent 4 --augmentations 1 --epochs 3" in card
     assert "REDUCED grid" in card
+    from test_model_cards import assert_card_complete
+
+    assert_card_complete(card)
 
 
 def test_model_card_of_the_shipped_prior_keeps_its_command_and_grid_note():
@@ -158,17 +168,16 @@ def test_init_state_checks_the_network_and_loads_the_weights(tmp_path):
 
     model = LabelVAE(VAEConfig(**TINY))
     path = tmp_path / "start.pt"
-    save_vae(model, path)
+    save_network(model, path, "vae", {})
     state = initial_state(str(path), TrainConfig(**TINY))
-    assert CONFIG_KEY not in state
+    assert state.keys() == model.state_dict().keys()
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     with pytest.raises(InputError, match="latent_dim"):
         initial_state(str(path), TrainConfig(**{**TINY, "latent_dim": 5}))
     # the shipped prior by its manifest name (checksum-verified)
-    from CardiacReconstructionLib.networks.vae import config_from_state_dict
     from CardiacReconstructionLib.networks import weights
 
-    shipped = config_from_state_dict(weights.load_state_dict("lo_vae", map_location="cpu"))
+    shipped = VAEConfig.from_dict(weights.load_state_dict("lo_vae", map_location="cpu")["config"])
     cfg = TrainConfig(grid_shape=shipped.grid_shape, spacing=shipped.spacing, latent_dim=shipped.latent_dim,
                       channels=shipped.channels)
     assert set(initial_state("lo_vae", cfg)) == set(LabelVAE(cfg.vae_config()).state_dict())
@@ -206,7 +215,7 @@ def test_init_grows_a_prior_of_half_the_grid(tmp_path):
 
     cfg = dict(grid_shape=(16, 16, 16), spacing=(10.0, 10.0, 8.0), channels=(16, 8, 8, 8), latent_dim=3)
     coarse = LabelVAE(VAEConfig(**cfg))
-    save_vae(coarse, tmp_path / "coarse.pt")
+    save_network(coarse, tmp_path / "coarse.pt", "vae", {})
     fine_cfg = TrainConfig(grid_shape=(32, 32, 32), spacing=(5.0, 5.0, 4.0), channels=(8, 16, 8, 8, 8), latent_dim=3)
     state = initial_state(str(tmp_path / "coarse.pt"), fine_cfg)
     grown = LabelVAE(fine_cfg.vae_config())

@@ -143,3 +143,25 @@ def test_pickled_objects_are_refused(folder, tmp_path):
     weights.register("whole", path, "card", directory=folder)
     with pytest.raises(InputError, match="cannot be loaded by PyTorch"):
         weights.load_state_dict("whole", directory=folder)
+
+
+def test_every_shipped_weights_file_is_one_checkpoint_format(folder):
+    """All shipped networks (the latent-optimisation prior included) are checkpoints of a known
+    kind that build their network; registering a copy keeps them loadable by name."""
+    from CardiacReconstructionLib.networks.checkpoint import NETWORK_KINDS, load_network
+
+    shipped = weights.manifest()
+    assert {"lo_vae", "dsl", "asv", "mcsr", "m2s_vqvae", "m2s_ldm"} <= set(shipped)
+    kinds = set()
+    for name in shipped:
+        obj = weights.load_state_dict(name)  # SHA-256 verified, weights_only
+        assert set(obj) == {"kind", "config", "state_dict", "meta"} and obj["kind"] in NETWORK_KINDS
+        assert all(v.dtype == torch.float32 for v in obj["state_dict"].values())
+        kinds.add(obj["kind"])
+        if obj["kind"] == "vae":
+            model = load_network(obj, "vae")
+            weights.register("prior-copy", weights.verify(name), "card", directory=folder)
+            again = load_network(weights.load_state_dict("prior-copy", directory=folder), "vae")
+            assert again.config == model.config
+            assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
+    assert kinds == set(NETWORK_KINDS)

@@ -85,6 +85,23 @@ TABLE_COLUMNS = ("method", "dice_LV", "dice_MYO", "dice_RV", "dice_mean", "hd95_
                  "time_s")
 
 
+def _checked_output(args) -> List[Path]:
+    """Check the output folder before any work (writable; empty unless --overwrite); the earlier
+    run's files that the new results replace."""
+    from .core.io import previous_run_files
+
+    return previous_run_files(args.output, getattr(args, "overwrite", False))
+
+
+def _write_record(folder: Path, info: Dict) -> None:
+    """``run.json``: what the command did, and the files it wrote (all that --overwrite may remove)."""
+    from .core.io import RUN_RECORD
+
+    files = sorted(p.name for p in folder.iterdir() if p.name != RUN_RECORD)
+    (folder / RUN_RECORD).write_text(json.dumps({"command": info.pop("command", None), **info, "files": files},
+                                                indent=2))
+
+
 def _write_result(result, folder: Path, prefix: str = "") -> None:
     from .core.io import write_displacements, write_segmentation
     from .core.surfaces import write_surface
@@ -110,13 +127,14 @@ def cmd_demo(args) -> int:
     names = [m.name for m in methods.available()] if args.methods == "all" else args.methods.split(",")
     for n in names:
         methods.get(n)
+    replace = _checked_output(args)
     print(f"Building phantom (seed {args.seed}), degrading it with the '{args.preset}' preset...", file=sys.stderr)
     phantom = make_phantom(seed=args.seed)
     case = make_case(phantom.truth, args.preset, seed=args.seed, slice_spacing=10.0, lax_views=("4ch",),
                      landmarks=phantom.landmarks)
     hr_spacing = float(phantom.truth.spacing[2])
     rows = []
-    with staged_folder(args.output) as out:
+    with staged_folder(args.output, replace) as out:
         write_segmentation(case.sax, out / "input_sax.seg.nrrd")
         for view in case.lax:
             write_segmentation(view.labels, out / f"input_lax_{view.view}.seg.nrrd")
@@ -137,6 +155,7 @@ def cmd_demo(args) -> int:
             f"{case.n_slices} SAX slices at 10 mm, reconstructed at {hr_spacing:g} mm. Plain Dice (no shift "
             f"search), HD95/ASSD in mm averaged over LV, MYO, RV; displacement error in mm.\n\n```\n{table}\n```\n\n"
             "![orthogonal views](demo.png)\n")
+        _write_record(out, {"command": "demo", "seed": args.seed, "preset": args.preset, "methods": names})
     print(table)
     print(f"\nWrote {args.output}/ (segmentations, surfaces, displacements, summary.md, demo.png)")
     return 0
@@ -149,6 +168,7 @@ def cmd_run(args) -> int:
     from .worker import cancel_file_checker, progress_printer
 
     method = methods.get(args.method)
+    replace = _checked_output(args)
     case, messages = read_case(args.input, _parse_lax(args.lax), args.image, args.convention)
     for m in messages:
         print(m, file=sys.stderr)
@@ -166,15 +186,15 @@ def cmd_run(args) -> int:
             bar.close()
     if cancel is not None and cancel():
         raise Cancelled("Cancelled by the user.")
-    with staged_folder(args.output) as out:
+    with staged_folder(args.output, replace) as out:
         _write_result(result, out)
         if case.image is not None:
             order = 0 if case.image.is_label else 1
             write_volume(shift_slices(case.image, -result.displacements, order=order), out / "corrected_image.nii.gz")
-        info = {"method": method.name, "input": str(args.input), "messages": messages, "timings": result.timings,
-                "output_shape_kji": list(result.labels.shape), "output_spacing_ijk": result.labels.spacing.tolist(),
-                "diagnostics": _jsonable(result.diagnostics)}
-        (out / "run.json").write_text(json.dumps(info, indent=2))
+        _write_record(out, {"command": "run", "method": method.name, "input": str(args.input), "messages": messages,
+                            "timings": result.timings, "output_shape_kji": list(result.labels.shape),
+                            "output_spacing_ijk": result.labels.spacing.tolist(),
+                            "diagnostics": _jsonable(result.diagnostics)})
     print(f"{method.title}: {result.timings['total_s']:.2f} s; wrote {args.output}/")
     return 0
 
@@ -197,16 +217,18 @@ def cmd_degrade(args) -> int:
     from .simulation.cases import make_case
     from .core.io import read_segmentation, staged_folder, write_displacements, write_segmentation
 
+    replace = _checked_output(args)
     hr, message = read_segmentation(args.input, args.convention)
     print(message, file=sys.stderr)
     views = tuple(args.lax or ())
     case = make_case(hr, args.preset, seed=args.seed, slice_spacing=args.slice_spacing, lax_views=views)
-    with staged_folder(args.output) as out:
+    with staged_folder(args.output, replace) as out:
         write_segmentation(case.sax, out / "sax.seg.nrrd")
         write_segmentation(case.truth, out / "truth.seg.nrrd")
         write_displacements(case.true_displacements, out / "true_displacements.csv")
         for view in case.lax:
             write_segmentation(view.labels, out / f"lax_{view.view}.seg.nrrd")
+        _write_record(out, {"command": "degrade", "input": str(args.input), "preset": args.preset, "seed": args.seed})
     print(f"{case.n_slices} slices at {case.sax.spacing[2]:g} mm, preset '{args.preset}', seed {args.seed}; "
           f"wrote {args.output}/")
     return 0
@@ -246,6 +268,7 @@ def cmd_bench(args) -> int:
     for n in names:
         methods.get(parse_method_label(n)[0])
     seeds = [int(s) for s in parse_list(args.seeds, "seeds")]
+    replace = _checked_output(args)
     if args.source == "phantom":
         anatomies = list(phantom_anatomies(args.cases))
     else:
@@ -266,7 +289,7 @@ def cmd_bench(args) -> int:
                     f"{args.shift_search} voxels (shift-searched, NOT plain Dice; the common shift of all slices is "
                     "unobservable without a long-axis view). ")
     summary = summary_markdown(rows, metrics)
-    with staged_folder(args.output) as out:
+    with staged_folder(args.output, replace) as out:
         write_rows_csv(rows, out / "cases.csv")
         plots = plot_rows(rows, out)
         source = "procedural phantom" if args.source == "phantom" else f"held-out cohort hearts ({args.source})"
@@ -278,6 +301,8 @@ def cmd_bench(args) -> int:
             f"displacement error = mean per-slice Euclidean error in mm. "
             + (SURFACE_NOTE if args.surfaces else "") + searched + f"Total {time.perf_counter() - t0:.0f} s.\n\n"
             + summary + "\n" + "".join(f"![{p.stem}]({p.name})\n" for p in plots))
+        _write_record(out, {"command": "bench", "source": str(args.source), "presets": presets, "methods": names,
+                            "seeds": seeds})
     print(summary)
     print(f"Wrote {args.output}/ (cases.csv, summary.md, plots)")
     return 0
@@ -344,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="phantom and motion seed (default: %(default)s)")
     d.add_argument("--preset", default="normal", choices=list(PRESETS), help="motion preset (default: %(default)s)")
     d.add_argument("--methods", default="all", help="comma-separated method names or 'all' (default)")
+    d.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in the output "
+                   "folder (only those its run.json lists); without it the folder must be empty or new")
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("run", help="reconstruct one SAX segmentation", epilog=EPILOG_RUN, formatter_class=fmt,
@@ -371,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cancel-file", metavar="FILE", help="stop (exit status 130, nothing written) as soon as FILE "
                    "exists; lets a calling program cancel the run")
     r.add_argument("--output", required=True, help="output folder")
+    r.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in the output "
+                   "folder (only those its run.json lists); without it the folder must be empty or new")
     r.set_defaults(func=cmd_run)
 
     dg = sub.add_parser("degrade", help="simulate a clinical SAX stack from a high-resolution segmentation",
@@ -383,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--lax", action="append", choices=["2ch", "3ch", "4ch"], help="also extract a LAX view")
     dg.add_argument("--convention", default="auto", choices=list(CONVENTION_NAMES))
     dg.add_argument("--output", required=True, help="output folder")
+    dg.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in the output "
+                   "folder (only those its run.json lists); without it the folder must be empty or new")
     dg.set_defaults(func=cmd_degrade)
 
     e = sub.add_parser("evaluate", help="score a result against a ground truth (plain Dice, HD95, ASSD, S/V)")
@@ -411,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also report Dice after the best global in-plane translation of up to VOXELS voxels "
                    "(columns dice_shift_searched_*, labelled as such: not plain Dice)")
     b.add_argument("--output", default="cardiac-recon-bench", help="output folder (default: %(default)s)")
+    b.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in the output "
+                   "folder (only those its run.json lists); without it the folder must be empty or new")
     b.set_defaults(func=cmd_bench)
 
     if _development_layers_installed():
@@ -445,6 +478,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Cancelled as exc:
         print(f"cardiac-recon {args.command}: {exc}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:
+        print(f"cardiac-recon {args.command}: interrupted; nothing written", file=sys.stderr)
+        return 130
+    except OSError as exc:  # a full disk, a folder that vanished, a permission changed mid-run
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"cardiac-recon {args.command}: error: cannot write {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except ModuleNotFoundError as exc:
         if not any((exc.name or "").startswith(f"{__package__}.{name}") for name in DEVELOPMENT_LAYERS):
             raise

@@ -19,7 +19,8 @@ import torch
 
 from CardiacReconstructionLib import methods
 from CardiacReconstructionLib.simulation.cases import make_case
-from CardiacReconstructionLib.networks.vae import LabelVAE, VAEConfig, refined_config, save_vae
+from CardiacReconstructionLib.networks.checkpoint import save_network
+from CardiacReconstructionLib.networks.vae import LabelVAE, VAEConfig, refined_config
 from CardiacReconstructionLib.simulation.phantom import make_phantom
 
 GRIDS = {"shipped": VAEConfig(), "srheart": refined_config(VAEConfig())}
@@ -37,7 +38,7 @@ def main() -> None:
         shipped = {}
         for name, config in GRIDS.items():
             path = Path(tmp) / f"{name}.pt"
-            save_vae(LabelVAE(config), path)
+            save_network(LabelVAE(config), path, "vae", {"untrained": True})
             for threads in (int(t) for t in args.threads.split(",")):
                 t0 = time.perf_counter()
                 r = methods.run("latent_optimisation", case, slice_spacing=2.0, seed=0, weights=str(path),

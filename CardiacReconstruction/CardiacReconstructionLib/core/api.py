@@ -42,11 +42,13 @@ class Option:
         try:
             value = self.type(value) if not (self.type is bool and isinstance(value, str)) else \
                 value.strip().lower() in ("1", "true", "yes", "on")
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
             raise InputError(f"Option {self.name!r} expects {self.type.__name__}, got {value!r}.") from None
         if self.choices is not None and value not in self.choices:
             raise InputError(f"Option {self.name!r} must be one of {list(self.choices)}, got {value!r}.")
-        if self.minimum is not None and value < self.minimum or self.maximum is not None and value > self.maximum:
+        # written as 'not inside' so that NaN, which compares false with everything, is rejected
+        if (self.minimum is not None and not value >= self.minimum
+                or self.maximum is not None and not value <= self.maximum):
             raise InputError(f"Option {self.name!r} must lie in [{self.minimum}, {self.maximum}], got {value!r}.")
         return value
 

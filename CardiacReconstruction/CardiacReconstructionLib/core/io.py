@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -60,17 +61,67 @@ def atomic_path(path) -> Iterator[str]:
             os.remove(tmp)
 
 
-@contextlib.contextmanager
-def staged_folder(folder) -> Iterator[Path]:
-    """Yield a temporary folder whose files move into ``folder`` only on success; on an error
-    nothing is left behind (``folder`` is created only if everything worked)."""
+#: The record every command writes into its output folder; its ``files`` list is what
+#: ``--overwrite`` may remove (and nothing else).
+RUN_RECORD = "run.json"
+
+
+def _writable_folder(folder: Path) -> None:
+    """Refuse, before any computation, an output folder that cannot be created or written."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"The output {folder} is a file, not a folder; give a folder path.")
+    ancestor = folder
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"Cannot create the output folder {folder}: {ancestor} is a file.")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"Cannot write the output folder {folder}: {ancestor} is not writable (permission denied).")
+
+
+def previous_run_files(folder, overwrite: bool = False) -> List[Path]:
+    """Check ``folder`` before a command computes anything: it must be writable, and empty unless
+    ``overwrite``; then the files a previous run of this tool wrote there (listed in its
+    :data:`RUN_RECORD`) are returned, to be replaced when the new results are committed. A folder
+    with other files is refused even with ``overwrite``: this tool never deletes what it did not
+    write."""
     folder = Path(folder)
+    _writable_folder(folder)
+    present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if not present:
+        return []
+    if not overwrite:
+        raise InputError(f"The output folder {folder} is not empty ({len(present)} entries, e.g. {present[0]}); "
+                         "choose an empty folder, or pass --overwrite to replace an earlier run's files.")
+    try:
+        listed = json.loads((folder / RUN_RECORD).read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        raise InputError(f"--overwrite: {folder} holds no {RUN_RECORD} of an earlier run, so nothing in it is "
+                         "known to be this tool's to replace; choose an empty folder.") from None
+    listed = {str(name) for name in listed} | {RUN_RECORD}
+    foreign = [name for name in present if name not in listed]
+    if foreign:
+        raise InputError(f"--overwrite: {folder} also holds files an earlier run did not write ({', '.join(foreign[:3])}"
+                         f"{', ...' if len(foreign) > 3 else ''}); move them or choose another folder.")
+    return [folder / name for name in present]
+
+
+@contextlib.contextmanager
+def staged_folder(folder, replace: Sequence[Path] = ()) -> Iterator[Path]:
+    """Yield a temporary folder whose files move into ``folder`` only on success; on an error
+    nothing is left behind (``folder`` is created only if everything worked). ``replace``: files
+    of an earlier run (:func:`previous_run_files`) removed just before the new files move in."""
+    folder = Path(folder)
+    _writable_folder(folder)
     parent = folder.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=str(parent)))
     try:
         yield tmp
         folder.mkdir(parents=True, exist_ok=True)
+        for old in replace:
+            if old.is_file():
+                old.unlink()
         for item in sorted(tmp.iterdir()):
             os.replace(item, folder / item.name)
     finally:
@@ -260,9 +311,21 @@ def write_segmentation(volume: Volume, path) -> Path:
             slicerio.write_segmentation(tmp, {"voxels": voxels, "ijkToLPS": ijk_to_lps, "segments": segments,
                                               "containedRepresentationNames": ["Binary labelmap"],
                                               "masterRepresentation": "Binary labelmap"})
+            _drop_header_timestamp(tmp)
         else:
             sitk.WriteImage(to_sitk(volume.with_array(labels)), tmp, True)
     return path
+
+
+def _drop_header_timestamp(path) -> None:
+    """Remove the ``# on <date>`` comment pynrrd writes into NRRD headers, so that the same input
+    and seed give byte-identical files (users diff runs)."""
+    data = Path(path).read_bytes()
+    end = data.find(b"\n\n")
+    if end < 0:
+        return
+    header = b"\n".join(line for line in data[:end].split(b"\n") if not line.startswith(b"# on "))
+    Path(path).write_bytes(header + data[end:])
 
 
 def write_volume(volume: Volume, path) -> Path:

@@ -203,7 +203,7 @@ def benchmark(anatomies: Iterable[Anatomy], presets: Sequence[str], method_names
               seeds: Sequence[int], slice_spacing_lr: float = 10.0,
               progress: Optional[Callable[[str], None]] = None, lax_views: Sequence[str] = (),
               method_options: Optional[Dict[str, dict]] = None, surface_metrics: bool = False,
-              shift_search_px: Optional[int] = None) -> List[dict]:
+              shift_search_px: Optional[int] = None, device: str = "auto") -> List[dict]:
     """Every (anatomy, preset, seed) case degraded and reconstructed by every method: one row
     per (case, method) with all metrics (with ``surface_metrics``, also :func:`surface_scores`
     of :func:`result_surfaces` against the anatomy's ground-truth surfaces). A method may be a
@@ -221,7 +221,7 @@ def benchmark(anatomies: Iterable[Anatomy], presets: Sequence[str], method_names
                     name, options = parse_method_label(label)
                     options = {name: {**options, **(method_options or {}).get(label, {})}}
                     (result, metrics), = run_methods(case, [name], hr_spacing, seed, options,
-                                                     shift_search_px=shift_search_px)
+                                                     device=device, shift_search_px=shift_search_px)
                     if surface_metrics:
                         metrics.update(surface_scores(result_surfaces(result), anatomy.truth_surfaces()))
                     rows.append(dict(case=anatomy.name, preset=preset, seed=seed, method=label, **metrics))

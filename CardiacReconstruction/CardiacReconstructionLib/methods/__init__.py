@@ -24,7 +24,7 @@ from ..core.case import Case
 from ..core.errors import InputError
 
 __all__ = ["DEFAULT_SLICE_SPACING_MM", "Method", "Option", "Result", "RunContext", "output_geometry",
-           "METHOD_MODULES", "available", "catalog", "unavailable", "get", "run", "DEFAULT_THREADS"]
+           "METHOD_MODULES", "available", "catalog", "unavailable", "refresh", "get", "run", "DEFAULT_THREADS"]
 
 #: The method modules of this package, in the order their methods are listed.
 METHOD_MODULES = ("baselines", "latent_optimisation", "dsl_asv", "mask2surface")
@@ -70,6 +70,14 @@ def catalog() -> List[Tuple[Optional[Method], str, str]]:
                 entries.append((method, method.name, reason))
         _CATALOG = entries
     return list(_CATALOG)
+
+
+def refresh() -> None:
+    """Look for the methods' packages again (after an installation: the Slicer module installs
+    torch and MONAI while running)."""
+    global _CATALOG
+    importlib.invalidate_caches()
+    _CATALOG = None
 
 
 def available() -> List[Method]:

@@ -315,7 +315,7 @@ def dsl_asv(case, ctx, correction: str = "shift", iterations: int = DEFAULT_ITER
     return Result(labels, displacements, timings=timings, diagnostics=diagnostics)
 
 
-REQUIRES = ("torch",)  # beyond the core's packages
+REQUIRES = ("torch", "monai")  # beyond the core's packages (monai: the networks' Convolution blocks)
 
 METHODS = (Method(
     "dsl_asv", "DeepWHR: DSL motion correction + ASV super-resolution",
@@ -330,7 +330,8 @@ METHODS = (Method(
              Option("iterations", int, DEFAULT_ITERATIONS, "DSL passes (each re-estimates the displacements "
                     "after moving the slices back).", minimum=1, maximum=5),
              Option("max_shift_mm", float, MAX_SHIFT_MM, "largest per-slice displacement searched (mm).",
-                    minimum=2.0, maximum=60.0),
+                    minimum=2.0, maximum=60.0, advanced=True),
              Option("start", str, "zero", "DSL's starting point: 'zero' (the input as acquired) or "
-                    "'centroid' (after the centroid alignment of the baseline).", choices=STARTS)),
+                    "'centroid' (after the centroid alignment of the baseline).", choices=STARTS,
+                    advanced=True)),
     kind="learned", requires=REQUIRES, estimates_displacements=True, test_options={"iterations": 1}),)

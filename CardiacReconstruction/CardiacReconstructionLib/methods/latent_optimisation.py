@@ -66,7 +66,6 @@ only, and torch runs on one thread by default (``methods.run``'s ``threads``): m
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
@@ -81,6 +80,7 @@ from ..core.geometry import Geometry, Volume, resample
 from ..core.labels import LV, MYO, RV
 from ..core.api import Method, Option, Result, RunContext
 from ..core.stack import slice_areas, slice_centroids
+from ..networks.cache import NetworkCache
 
 #: Name of the shipped prior in the weights manifest (:mod:`..networks.weights`).
 DEFAULT_WEIGHTS = "lo_vae"
@@ -160,17 +160,13 @@ def labels_on_prior_grid(hr_labels: Volume, sax: Volume, config) -> np.ndarray:
 # The prior
 # ---------------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=4)
-def _load_prior_cached(source: str, device: str):
-    from ..networks import weights
-    from ..networks.vae import load_vae
-
-    return load_vae(weights.resolve(source), map_location=device)
+NETWORKS = NetworkCache({"vae": DEFAULT_WEIGHTS})
 
 
 def load_prior(weights_name_or_path: str = DEFAULT_WEIGHTS, device: str = "cpu"):
-    """The frozen VAE: a name in the weights manifest (SHA-256 verified) or a ``.pt`` path."""
-    return _load_prior_cached(str(weights_name_or_path or DEFAULT_WEIGHTS), str(device))
+    """The frozen VAE (cached per device and source): a name in the weights manifest (SHA-256
+    verified) or a ``.pt`` checkpoint of kind ``vae``."""
+    return NETWORKS.get("vae", str(device), weights=str(weights_name_or_path or DEFAULT_WEIGHTS))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -656,43 +652,47 @@ def _latent_optimisation(case: Case, ctx: RunContext, torch, *, iterations, tole
 OPTIONS = (
     Option("iterations", int, 150, "Cap on the joint (z, d) iterations.", minimum=1, maximum=5000),
     Option("tolerance", float, 0.005, "Stop when the loss changes by less than this fraction between two "
-           f"consecutive windows of {WINDOW} iterations (SRHeart: 0.05).", minimum=0.0, maximum=1.0),
+           f"consecutive windows of {WINDOW} iterations (SRHeart: 0.05).", minimum=0.0, maximum=1.0,
+           advanced=True),
     Option("starts", int, 3, "Starting points aligned together as one batch in the rigid stage; the best one "
            "goes on to the joint stage.",
-           minimum=1, maximum=16),
+           minimum=1, maximum=16, advanced=True),
     Option("rigid_iterations", int, 60, "Iterations of the first, shift-only stage (no decoder in the loop).",
-           minimum=0, maximum=2000),
+           minimum=0, maximum=2000, advanced=True),
     Option("lax_weight", float, 0.3, "Weight gamma of the long-axis term (when long-axis views are given). Both "
            "terms are mean cross-entropies per pixel, so one view at gamma = 1 (SRHeart) weighs as much as the "
            "whole stack; 0.3 fitted simulated stacks better in development.", minimum=0.0, maximum=100.0),
     Option("gauge", str, "auto", "How the common shift of all slices is fixed: 'zero_mean' displacements, 'lax' "
            "(anchored to the long-axis views) or 'auto' (lax when views are given).",
-           choices=("auto", "zero_mean", "lax")),
-    Option("motion_sd_mm", float, 5.0, "Scale (mm) of the displacement regularisers.", minimum=0.1, maximum=100.0),
+           choices=("auto", "zero_mean", "lax"), advanced=True),
+    Option("motion_sd_mm", float, 5.0, "Scale (mm) of the displacement regularisers.", minimum=0.1, maximum=100.0,
+           advanced=True),
     Option("displacement_weight", float, 0.01, "Weight of the |d|^2 prior on the displacements.",
-           minimum=0.0, maximum=100.0),
+           minimum=0.0, maximum=100.0, advanced=True),
     Option("smoothness", float, 0.0, "Weight of the |d_s - d_(s+1)|^2 smoothness across neighbouring slices.",
-           minimum=0.0, maximum=100.0),
+           minimum=0.0, maximum=100.0, advanced=True),
     Option("latent_weight", float, 1e-3, "Weight of the Gaussian prior |z|^2 / 2 on the latent code.",
-           minimum=0.0, maximum=10.0),
+           minimum=0.0, maximum=10.0, advanced=True),
     Option("empty_slice_weight", float, 0.3, "Weight of slices without heart labels (slices with at least half "
            "the median heart area weigh 1, smaller sections down to 0.3; an empty slice is the smallest section, so "
            "0.3 too). An empty slice says where the heart is not, whatever its in-plane shift: at 0 the prior was "
            "free to grow into empty slices beyond the base and apex, which on phantom stacks of 6, 8 or 13 mm slices "
            "cost 0.02-0.04 Dice (HD95 up to 12 mm); on held-out CT hearts it changes Dice by under 0.005 "
            "(Testing/benchmarks/lo_slice_spacing.sh).",
-           minimum=0.0, maximum=1.0),
-    Option("latent_step", float, 0.05, "Adam step size for the latent code.", minimum=1e-5, maximum=10.0),
+           minimum=0.0, maximum=1.0, advanced=True),
+    Option("latent_step", float, 0.05, "Adam step size for the latent code.", minimum=1e-5, maximum=10.0,
+           advanced=True),
     Option("shift_step_mm", float, 0.3, "Adam step size (mm) for the displacements and the global shift.",
-           minimum=1e-4, maximum=10.0),
+           minimum=1e-4, maximum=10.0, advanced=True),
     Option("blur_voxels", float, 1.5, "Gaussian blur (prior voxels) of the first half of the rigid stage.",
-           minimum=0.0, maximum=10.0),
+           minimum=0.0, maximum=10.0, advanced=True),
     Option("pixel_step", int, 0, "Fit every n-th pixel of the input planes (0: automatic, at least twice as "
-           "fine as the prior's in-plane spacing).", minimum=0, maximum=8),
+           "fine as the prior's in-plane spacing).", minimum=0, maximum=8, advanced=True),
     Option("input_weight", float, 0.4, "Weight of the motion-corrected input slices (shape-based interpolation "
            "with the estimated displacements) against the prior in the output: 0 prior only, 1 interpolation only.",
            minimum=0.0, maximum=1.0),
-    Option("weights", str, DEFAULT_WEIGHTS, "Prior weights: a name in the weights manifest or a .pt file path."),
+    Option("weights", str, DEFAULT_WEIGHTS, "Prior weights: a name in the weights manifest or a .pt file path.",
+           advanced=True),
 )
 
 METHODS = (Method("latent_optimisation", "Latent optimisation (SRHeart)",

@@ -270,7 +270,7 @@ def _without_rv(sdg: np.ndarray) -> np.ndarray:
     return out
 
 
-REQUIRES = ("torch", "monai")  # beyond the core's packages
+REQUIRES = ("torch", "monai", "einops")  # einops: MONAI's diffusion UNet  # beyond the core's packages
 
 METHODS = (Method(
     "mask2surface", "Mask2Surface: MCSR-Net + latent diffusion surfaces",
@@ -280,16 +280,17 @@ METHODS = (Method(
     mask2surface,
     options=(Option("refine", str, "diffusion", "'diffusion': latent diffusion (the method); 'autoencoder': "
                     "VQ-VAE reconstruction of the coarse SDG only; 'none': MCSR-Net alone (ablations).",
-                    choices=REFINEMENTS),
+                    choices=REFINEMENTS, advanced=True),
              Option("ddim_steps", int, DEFAULT_DDIM_STEPS, "DDIM sampling steps.", minimum=1, maximum=200),
              Option("strength", float, 1.0, "1: sample from pure noise (the paper); below 1: start from the "
                     "condition latent noised to this fraction of the schedule (SDEdit; keeps more of the "
-                    "corrected mask).", minimum=0.05, maximum=1.0),
+                    "corrected mask).", minimum=0.05, maximum=1.0, advanced=True),
              Option("samples", int, DEFAULT_SAMPLES, "DDIM samples drawn as one batch and averaged (the "
                     "residual SDGs): an estimate of the posterior-mean surface; 1 is the paper's single sample.",
                     minimum=1, maximum=16),
              Option("mc_passes", int, 1, "MC-Net passes (each adds the residual translations it finds "
-                    "on the corrected stack).", minimum=1, maximum=4),
+                    "on the corrected stack).", minimum=1, maximum=4, advanced=True),
              Option("smoothing_iterations", int, DEFAULT_SMOOTHING, "windowed-sinc smoothing of the surfaces "
-                    "(0: the decoded level set as it is).", minimum=0, maximum=100)),
+                    "(0: the decoded level set as it is).", minimum=0, maximum=100,
+                    advanced=True)),
     kind="learned", requires=REQUIRES, estimates_displacements=True, test_options={"ddim_steps": 2}),)

@@ -17,7 +17,8 @@ The in-plane grid is kept; only the slice axis is super-resolved.
    (linearly) interpolated LR probabilities and outputs the class logits; the explicit branch
    keeps the input's topology, the implicit one adds continuity between slices.
 
-Loss (paper): L2 between softmax probabilities and the one-hot target + multi-class soft Dice.
+Loss (paper): L2 between softmax probabilities and the one-hot target + multi-class soft Dice
+(:func:`..training.losses.asv_loss`, with the trainers' other losses).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from dataclasses import dataclass
 from typing import Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .blocks import conv_block, interpolate_slices
 from .config import NetworkConfig
 
 
@@ -41,12 +42,6 @@ class ASVConfig(NetworkConfig):
     fusion_channels: Tuple[int, int] = (16, 32)  # shallow encoder-decoder at the target resolution
     groups: int = 8
     factor_range: Tuple[float, float] = (1.5, 6.0)  # LR / target slice spacing seen in training
-
-
-def _block(c_in, c_out, groups, kernel=3, stride=1):
-    pad = tuple(k // 2 for k in kernel) if isinstance(kernel, tuple) else kernel // 2
-    return nn.Sequential(nn.Conv3d(c_in, c_out, kernel, stride=stride, padding=pad),
-                         nn.GroupNorm(min(groups, c_out), c_out), nn.LeakyReLU(0.1, inplace=True))
 
 
 def slice_coordinates(n_lr: int, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -62,17 +57,6 @@ def slice_coordinates(n_lr: int, z: torch.Tensor) -> Tuple[torch.Tensor, torch.T
     return lo, lo + 1, z - lo.to(z.dtype)
 
 
-def interpolate_slices(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """Linear interpolation of ``x`` [B, C, D, H, W] along D at positions ``z`` (clamped to the
-    end slices, i.e. nearest beyond the first/last slice centre): the explicit branch."""
-    n = x.shape[2]
-    zc = torch.clamp(z, 0, n - 1)
-    lo = torch.clamp(torch.floor(zc), 0, max(n - 2, 0)).long()
-    hi = torch.clamp(lo + 1, max=n - 1)
-    t = (zc - lo.to(zc.dtype)).view(1, 1, -1, 1, 1)
-    return x[:, :, lo] * (1 - t) + x[:, :, hi] * t
-
-
 class ASVNet(nn.Module):
     """LR probabilities [B, C, D, H, W] + target positions z [Z] + cell size -> logits [B, C, Z, H, W]."""
 
@@ -80,7 +64,7 @@ class ASVNet(nn.Module):
         super().__init__()
         self.config = config
         c, f, g = config.n_classes, config.feature_channels, config.groups
-        self.lr_encoder = nn.Sequential(_block(c, f, g, (1, 3, 3)), _block(f, f, g), _block(f, f, g))
+        self.lr_encoder = nn.Sequential(conv_block(c, f, g, (1, 3, 3)), conv_block(f, f, g), conv_block(f, f, g))
         h, m = config.mlp_hidden, config.implicit_channels
         # The MLP's first layer is linear in [f_lo, f_hi, t, cell]: its feature part is applied
         # once per LR voxel (1x1x1 convs at LR), not once per target voxel.
@@ -89,13 +73,13 @@ class ASVNet(nn.Module):
         self.mlp_coord = nn.Linear(2, h)
         self.mlp_rest = nn.Sequential(nn.LeakyReLU(0.1), nn.Conv3d(h, h, 1), nn.LeakyReLU(0.1), nn.Conv3d(h, m, 1))
         e1, e2 = config.fusion_channels
-        self.fuse_in = _block(m + c, e1, g)
-        self.fuse_down = _block(e1, e2, g, 3, stride=(1, 2, 2))
-        self.fuse_mid = _block(e2, e2, g)
+        self.fuse_in = conv_block(m + c, e1, g)
+        self.fuse_down = conv_block(e1, e2, g, 3, stride=(1, 2, 2))
+        self.fuse_mid = conv_block(e2, e2, g)
         self.fuse_up = nn.Upsample(scale_factor=(1, 2, 2), mode="nearest")
         # The last full-resolution block is in-plane only: it is the costliest layer (all target
         # voxels) and the through-plane context is already in e1 and the /2 level.
-        self.fuse_out = nn.Sequential(_block(e2 + e1, e1, g, (1, 3, 3)), nn.Conv3d(e1, c, 1))
+        self.fuse_out = nn.Sequential(conv_block(e2 + e1, e1, g, (1, 3, 3)), nn.Conv3d(e1, c, 1))
 
     def forward(self, lr: torch.Tensor, z: torch.Tensor, cell: float) -> torch.Tensor:
         if lr.shape[-1] % 2 or lr.shape[-2] % 2:
@@ -112,18 +96,3 @@ class ASVNet(nn.Module):
         up = self.fuse_up(e2)[..., : e1.shape[-2], : e1.shape[-1]]
         # Residual on the explicit branch: the network learns the correction to interpolation.
         return self.fuse_out(torch.cat([up, e1], dim=1)) + 4.0 * (explicit - 0.5)
-
-
-def asv_loss(logits: torch.Tensor, target: torch.Tensor, n_classes: int, dice_weight: float = 1.0,
-             mask: torch.Tensor = None) -> torch.Tensor:
-    """L2 between softmax and one-hot target + (1 - multi-class soft Dice) (the paper's loss)."""
-    prob = F.softmax(logits, dim=1)
-    onehot = F.one_hot(target.long(), n_classes).permute(0, 4, 1, 2, 3).to(prob.dtype)
-    l2 = ((prob - onehot) ** 2).mean()
-    dims = (0, 2, 3, 4)
-    inter = (prob * onehot).sum(dims)
-    denom = prob.sum(dims) + onehot.sum(dims)
-    present = onehot.sum(dims) > 0
-    dice = (2 * inter + 1e-3) / (denom + 1e-3)
-    dice_loss = 1 - dice[present].mean() if present.any() else prob.new_zeros(())
-    return l2 + dice_weight * dice_loss

@@ -3,7 +3,8 @@
 Why a cache: loading and checksumming a weights file costs more than a whole small case, and
 a scripted batch runs one pipeline on many cases. Why overrides: validation of freshly trained
 networks runs the real pipeline with other weights files, without touching the shipped ones.
-One instance per pipeline (:mod:`..methods.dsl_asv`, :mod:`..methods.mask2surface`).
+One instance per pipeline (:mod:`..methods.dsl_asv`, :mod:`..methods.mask2surface`,
+:mod:`..methods.latent_optimisation`).
 """
 
 from __future__ import annotations
@@ -39,16 +40,21 @@ class NetworkCache:
             self._override.clear()
             self._override.update(previous)
 
-    def get(self, kind: str, device: str = "cpu"):
-        """The network ``kind`` in eval mode on ``device``."""
-        from . import weights
+    def get(self, kind: str, device: str = "cpu", weights=None):
+        """The network ``kind`` on ``device``, in eval mode and frozen (a pipeline that
+        differentiates through it, as latent optimisation does through its decoder, must not
+        compute or accumulate gradients of its weights). From the :meth:`using` file if any, else
+        ``weights`` (a method's option: a manifest name or a .pt path, :func:`.weights.resolve`),
+        else the shipped weights; the name or path is resolved (checksummed) on the first load only."""
+        from . import weights as installed
         from .checkpoint import load_network
 
-        source = self._override.get(kind)
+        override = self._override.get(kind)
+        source = override if override is not None else (weights or self.shipped[kind])
         key = (str(device), kind, str(source))
         if key not in self._models:
-            obj = source if source is not None else weights.load_state_dict(self.shipped[kind], map_location="cpu")
-            self._models[key] = load_network(obj, kind).to(device)
+            path = source if override is not None else installed.resolve(source)
+            self._models[key] = load_network(path, kind).requires_grad_(False).to(device)
         return self._models[key]
 
     def clear(self) -> None:

@@ -18,7 +18,7 @@ from ..core.io import atomic_path
 NETWORK_KINDS = {"dsl": ("dsl", "DSLConfig", "DSLNet"), "asv": ("asv", "ASVConfig", "ASVNet"),
                  "mcsr": ("mcsr", "MCSRConfig", "MCSRNet"),
                  "vqvae": ("latent_diffusion", "VQVAEConfig", "SDGAutoencoder"),
-                 "ldm": ("latent_diffusion", "LDMConfig", "LatentDenoiser")}
+                 "ldm": ("latent_diffusion", "LDMConfig", "LatentDenoiser"), "vae": ("vae", "VAEConfig", "LabelVAE")}
 
 
 def save_torch(obj, path) -> Path:

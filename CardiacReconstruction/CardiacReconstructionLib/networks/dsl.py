@@ -28,6 +28,7 @@ from typing import Iterator, Tuple
 import torch
 from torch import nn
 
+from .blocks import conv_block
 from .config import NetworkConfig
 
 
@@ -47,21 +48,13 @@ class DSLConfig(NetworkConfig):
         return self.channels[-1]
 
 
-def _conv_block(c_in: int, c_out: int, groups: int, kernel=(3, 3, 3)) -> nn.Sequential:
-    pad = tuple(k // 2 for k in kernel)
-    return nn.Sequential(nn.Conv3d(c_in, c_out, kernel, padding=pad), nn.GroupNorm(min(groups, c_out), c_out),
-                         nn.LeakyReLU(0.1, inplace=True))
-
-
 class _LatentBlock(nn.Module):
     """Residual 3x3x3 block whose depth dilation lets the latent map see distant slices."""
 
     def __init__(self, channels: int, dilation: int, groups: int):
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv3d(channels, channels, 3, padding=(dilation, 1, 1), dilation=(dilation, 1, 1)),
-            nn.GroupNorm(groups, channels), nn.LeakyReLU(0.1, inplace=True),
-            nn.Conv3d(channels, channels, 3, padding=1), nn.GroupNorm(groups, channels))
+        self.body = nn.Sequential(conv_block(channels, channels, groups, dilation=(dilation, 1, 1)),
+                                  conv_block(channels, channels, groups, act=False))
         self.act = nn.LeakyReLU(0.1, inplace=True)
 
     def forward(self, x):
@@ -80,17 +73,17 @@ class DSLNet(nn.Module):
         # each other at the latent level (3x3x3 residual blocks, dilated along depth), where a
         # voxel covers 4 x 4 input voxels and the cost is 16x lower.
         self.encoder = nn.Sequential(
-            _conv_block(n, c1, g, (1, 3, 3)),
+            conv_block(n, c1, g, (1, 3, 3)),
             nn.MaxPool3d((1, 2, 2), (1, 2, 2)),
-            _conv_block(c1, c2, g), _conv_block(c2, c2, g, (1, 3, 3)),
+            conv_block(c1, c2, g), conv_block(c2, c2, g, (1, 3, 3)),
             nn.MaxPool3d((1, 2, 2), (1, 2, 2)),
-            _conv_block(c2, c3, g),
+            conv_block(c2, c3, g),
             *[_LatentBlock(c3, d, g) for d in config.latent_blocks_dilation])
         self.decoder = nn.Sequential(
             nn.Upsample(scale_factor=(1, 2, 2), mode="nearest"),
-            _conv_block(c3, c2, g),
+            conv_block(c3, c2, g),
             nn.Upsample(scale_factor=(1, 2, 2), mode="nearest"),
-            _conv_block(c2, c1, g, (1, 3, 3)),
+            conv_block(c2, c1, g, (1, 3, 3)),
             nn.Conv3d(c1, n, 1))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blocks import conv_block, interpolate_slices
 from .config import NetworkConfig
 
 
@@ -46,11 +47,6 @@ class MCSRConfig(NetworkConfig):
     shift_scale_px: float = 2.0  # the head's output unit (voxels): keeps its weights O(1)
 
 
-def _block(c_in: int, c_out: int, groups: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv3d(c_in, c_out, 3, padding=1), nn.GroupNorm(min(groups, c_out), c_out),
-                         nn.LeakyReLU(0.1, inplace=True))
-
-
 class MCNet(nn.Module):
     """One-hot stack [B, C, K, H, W] -> translations [B, K, 2] (di, dj) in voxels."""
 
@@ -61,7 +57,7 @@ class MCNet(nn.Module):
         for level, c in enumerate(config.mc_channels):
             if level:
                 layers.append(nn.MaxPool3d((1, 2, 2)))
-            layers += [_block(c_in, c, config.groups), _block(c, c, config.groups)]
+            layers += [conv_block(c_in, c, config.groups), conv_block(c, c, config.groups)]
             c_in = c
         self.trunk = nn.Sequential(*layers)
         reduced = config.inplane_size // 2 ** (len(config.mc_channels) - 1)
@@ -110,17 +106,6 @@ def warp_slices(x: torch.Tensor, shifts: torch.Tensor, background: bool = True) 
     if background:
         out[:, 0] += 1.0
     return out.reshape(b, k, c, h, w).permute(0, 2, 1, 3, 4)
-
-
-def interpolate_slices(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """Linear interpolation of [B, C, K, H, W] at continuous slice positions ``z`` (LR slice
-    units, 0 = first slice; clamped at the ends) -> [B, C, len(z), H, W]."""
-    k = x.shape[2]
-    z = z.clamp(0, k - 1)
-    lo = z.floor().long().clamp(max=k - 1)
-    hi = (lo + 1).clamp(max=k - 1)
-    t = (z - lo.to(z.dtype)).view(1, 1, -1, 1, 1)
-    return x[:, :, lo] * (1 - t) + x[:, :, hi] * t
 
 
 class SRNet(nn.Module):

@@ -3,8 +3,9 @@
 The prior (SRHeart, Wang et al., MICCAI 2021) maps a latent code z to logits of (background, LV,
 MYO, RV) on a fixed grid centred on the heart, in the short-axis (SAX) frame of
 :func:`..anatomy.frame.sax_frame` (k from base to apex, i from the LV towards the RV). The grid and every
-architecture choice are a :class:`VAEConfig` stored with the weights, so a model trained at
-another grid (e.g. the SRHeart default 64 x 128 x 128 on a GPU) drops in without code changes.
+architecture choice are a :class:`VAEConfig` stored with the weights (the ``vae`` kind of
+:mod:`.checkpoint`), so a model trained at another grid (e.g. the SRHeart default 64 x 128 x 128
+on a GPU) drops in without code changes.
 
 Architecture (chosen for CPU inference, where the decoder runs hundreds of times per case):
 
@@ -27,7 +28,6 @@ pushed to collapse onto the prior and carries information (Kingma et al., NeurIP
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
@@ -41,7 +41,6 @@ from .config import NetworkConfig
 
 #: Channel order of the one-hot maps: background and the canonical labels 1 LV, 2 MYO, 3 RV.
 CLASSES = (0, 1, 2, 3)
-FORMAT = "cardiac-recon-label-vae/1"
 
 
 @dataclass(frozen=True)
@@ -243,55 +242,3 @@ def onehot(labels, n_classes: int = len(CLASSES)) -> torch.Tensor:
     t = torch.where(t < n_classes, t, torch.zeros_like(t))
     oh = F.one_hot(t, n_classes).float()
     return oh.movedim(-1, -4)
-
-
-# ---------------------------------------------------------------------------------------------
-# Files: a flat state_dict of tensors; the config rides along as the UTF-8 JSON bytes of one
-# uint8 tensor (CONFIG_KEY), so torch.load(weights_only=True) and weights.load_state_dict load it
-# and the grid always travels with the weights.
-# ---------------------------------------------------------------------------------------------
-
-CONFIG_KEY = "_config_json"
-
-
-def config_tensor(config: VAEConfig) -> torch.Tensor:
-    text = json.dumps({"format": FORMAT, **config.to_dict()}, sort_keys=True)
-    return torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8)
-
-
-def config_from_state_dict(state: Dict) -> VAEConfig:
-    """The :class:`VAEConfig` stored in a weights state dict (InputError if absent or foreign)."""
-    if not isinstance(state, dict) or CONFIG_KEY not in state:
-        raise InputError(f"These weights are not a label-VAE state dict (no {CONFIG_KEY!r} entry).")
-    d = json.loads(bytes(state[CONFIG_KEY].tolist()).decode("utf-8"))
-    if d.pop("format", None) != FORMAT:
-        raise InputError(f"These weights are not in the label-VAE format {FORMAT!r}.")
-    return VAEConfig.from_dict(d)
-
-
-def vae_state_dict(model: LabelVAE) -> Dict[str, torch.Tensor]:
-    """The model's weights (CPU copies) plus its config tensor."""
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    state[CONFIG_KEY] = config_tensor(model.config)
-    return state
-
-
-def save_vae(model: LabelVAE, path) -> None:
-    torch.save(vae_state_dict(model), str(path))
-
-
-def vae_from_state_dict(state: Dict, map_location="cpu") -> LabelVAE:
-    """Rebuild a :class:`LabelVAE` (eval mode, frozen) from :func:`vae_state_dict` output."""
-    model = LabelVAE(config_from_state_dict(state))
-    model.load_state_dict({k: v for k, v in state.items() if k != CONFIG_KEY})
-    model.eval().requires_grad_(False)
-    return model.to(map_location)
-
-
-def load_vae(path, map_location="cpu") -> LabelVAE:
-    """Load a file written by :func:`save_vae` (safe loading: ``weights_only=True``)."""
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InputError(f"VAE weights not found at {path}.") from None
-    return vae_from_state_dict(state, map_location)

@@ -4,13 +4,13 @@ Layout (``CardiacReconstruction/Resources/Weights/``, beside this package in the
 and in Slicer's installed module folder)::
 
     manifest.json      {name: {"file": "<name>.pt", "sha256": "<hex>", "card": "<name>.md"}}
-    <name>.pt          a plain ``state_dict`` (tensors only), loaded with weights_only=True
+    <name>.pt          a checkpoint (:mod:`.checkpoint`), loaded with weights_only=True
     <name>.md          the model card: data, training command, metrics, licence
 
-Weights are plain state dicts so that loading never unpickles code (PyTorch >= 2.6 refuses
-anything else by default, which broke other extensions' checkpoints). Every load verifies the
-SHA-256 recorded in the manifest, so a truncated download or a damaged install gives a clear
-message instead of a cryptic torch error or, worse, silently wrong results.
+Weights hold only tensors and plain containers so that loading never unpickles code (PyTorch
+>= 2.6 refuses anything else by default, which broke other extensions' checkpoints). Every load
+verifies the SHA-256 recorded in the manifest, so a truncated download or a damaged install gives
+a clear message instead of a cryptic torch error or, worse, silently wrong results.
 
 The folder can be overridden for tests and offline installs with the ``directory`` argument of
 every function or the ``CARDIAC_RECON_WEIGHTS`` environment variable (argument first).
@@ -125,7 +125,8 @@ def resolve(name_or_path: Union[str, os.PathLike], directory: Union[str, os.Path
 
 
 def load_state_dict(name: str, map_location="cpu", directory: Union[str, os.PathLike, None] = None) -> dict:
-    """The verified state dict of weights ``name``, loaded without unpickling any code."""
+    """The verified dict in weights ``name`` (for the shipped networks a checkpoint of
+    :mod:`.checkpoint`), loaded without unpickling any code."""
     import torch
 
     path = verify(name, directory)

@@ -18,42 +18,32 @@
   label stacks, with inputs made by shifting their slices at random (or, when given, the
   matching uncorrected stacks).
 
-Every command is resumable: a checkpoint (weights, optimiser, step, elapsed time) is written
-atomically every few minutes and ``--resume`` continues from it; the time budget (``--minutes``)
-counts the time already spent. All randomness is seeded.
+Every command runs the one loop of :mod:`.trainer`: resumable (``--resume`` continues from the
+checkpoint written atomically every few minutes; the time budget ``--minutes`` counts the time
+already spent), seeded, on ``--device``. The heart pool and the motion mix are :mod:`.pool`'s.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..core.device import resolve_device
 from ..core.errors import InputError
-from ..networks.checkpoint import load_network, save_network, save_torch
+from ..networks.checkpoint import load_network, save_network
+from .cards import DEFAULT_SELECTION, add_selection_argument
+from .pool import HeartPool, cohort_paths, crop_to_heart, degraded_sample
+from .trainer import (BudgetConfig, add_budget_arguments, budget_from_arguments, budgeted_trainer, onehot_tensor,
+                      started, to_device)
 
 # ---------------------------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class BudgetConfig:
-    """What every time-budgeted, resumable trainer (:func:`_train_loop`) is given; each trainer's
-    config extends it (overriding a default where its network needs another). The command-line
-    twin is :func:`add_budget_arguments` / :func:`budget_from_arguments`."""
-    seed: int = 0
-    minutes: float = 10.0
-    max_steps: int = 100000
-    lr: float = 1e-3
-    checkpoint_minutes: float = 3.0
-    threads: int = 1
 
 
 @dataclass
@@ -91,97 +81,11 @@ class ASVTrainConfig(BudgetConfig):
 # Data
 # ---------------------------------------------------------------------------------------------
 
-#: HR grids (k, j, i) per mode along a 2 mm (DSL) k axis; the whole heart reaches ~70 mm above
-#: the mitral valve, beyond the 128 mm slab that suits the ventricles.
-_K_EXTENT_MM = {"biventricular": 128.0, "wholeheart": 240.0}
-_INPLANE_EXTENT_MM = 160.0
-
-
-def _cohort_paths(root, subjects) -> Tuple[Path, ...]:
-    from .cohort import split, subject_path
-
-    if subjects:
-        return tuple(subject_path(s, root) for s in subjects)
-    return split(root, "train", include_pca=False)
-
-
-def _load_hr(path, mode: str, inplane_mm: float, k_mm: float, rng: np.random.Generator):
-    from .cohort import load_subject
-
-    n_i = int(round(_INPLANE_EXTENT_MM / inplane_mm))
-    n_k = int(round(_K_EXTENT_MM[mode] / k_mm))
-    return load_subject(path, grid_shape=(n_k, n_i, n_i), spacing=(inplane_mm, inplane_mm, k_mm), mode=mode,
-                        augment=rng)
-
-
-class HeartPool:
-    """Augmented HR hearts kept in memory, one replaced by a fresh augmentation on request."""
-
-    def __init__(self, paths, n_biv: int, n_wh: int, inplane_mm, k_mm: float, rng: np.random.Generator,
-                 log=print):
-        self.paths, self.inplane_mm, self.k_mm, self.rng = paths, inplane_mm, k_mm, rng
-        self.modes = ["biventricular"] * n_biv + ["wholeheart"] * n_wh
-        t0 = time.perf_counter()
-        self.hearts = [self._new(m) for m in self.modes]
-        log(f"pool of {len(self.hearts)} augmented hearts in {time.perf_counter() - t0:.0f} s")
-
-    def _new(self, mode: str):
-        path = self.paths[int(self.rng.integers(len(self.paths)))]
-        lo, hi = self.inplane_mm if isinstance(self.inplane_mm, tuple) else (self.inplane_mm, self.inplane_mm)
-        return _load_hr(path, mode, float(self.rng.uniform(lo, hi)), self.k_mm, self.rng)
-
-    def refresh(self) -> None:
-        i = int(self.rng.integers(len(self.hearts)))
-        self.hearts[i] = self._new(self.modes[i])
-
-    def pick(self):
-        return self.hearts[int(self.rng.integers(len(self.hearts)))]
-
-
-def random_motion(rng: np.random.Generator) -> Tuple[str, Dict]:
-    """A degradation preset and overrides spanning no motion to beyond SRHeart's 'severe'."""
-    u = rng.random()
-    extra = dict(rotation_deg_sd=float(rng.uniform(0, 4)),
-                 label_noise=float(rng.uniform(0, 0.2)) if rng.random() < 0.5 else 0.0)
-    if u < 0.12:
-        return "none", extra
-    if u < 0.7:
-        mean = float(rng.uniform(1.0, 12.0))
-        return "normal", dict(extra, displacement_mean_mm=mean, displacement_sd_mm=0.38 * mean)
-    return "stacom", dict(extra, displacement_sd_mm=float(rng.uniform(1.0, 6.0)),
-                          tilt_deg_range=(0.0, float(rng.uniform(0.0, 10.0))),
-                          basal_dropout_probability=0.3, apical_dropout_probability=0.3)
-
-
-def crop_to_heart(deg, rng: np.random.Generator, margin_max: int = 1):
-    """Keep the slices around the heart (0..margin_max empty slices beyond each end), as clinical
-    stacks start near the base and end near the apex; returns (sax, lr_truth) Volumes and the
-    kept slice range of ``deg``'s stack."""
-    from ..core.geometry import Volume
-
-    have = np.flatnonzero(deg.sax.array.any(axis=(1, 2)) | deg.lr_truth.array.any(axis=(1, 2)))
-    n = deg.sax.shape[0]
-    lo = max(0, int(have[0]) - int(rng.integers(0, margin_max + 1)))
-    hi = min(n, int(have[-1]) + 1 + int(rng.integers(0, margin_max + 1)))
-    if hi - lo < 2:
-        lo, hi = max(0, min(lo, n - 2)), min(n, max(hi, lo + 2))
-    g = deg.sax.geometry
-    sub = g.with_slices(hi - lo, float(g.spacing[2]), lo * float(g.spacing[2]))
-    return Volume.on(sub, deg.sax.array[lo:hi]), Volume.on(sub, deg.lr_truth.array[lo:hi]), slice(lo, hi)
-
-
 def dsl_pair(pool: HeartPool, cfg: DSLTrainConfig, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
     """One (degraded, clean) canonical LR pair, uint8 [k, j, i] each."""
-    from ..simulation.degrade import degrade
     from ..anatomy.canonical import canonical_geometry, to_canonical_labels
 
-    hr = pool.pick()
-    preset, overrides = random_motion(rng)
-    spacing = float(rng.uniform(*cfg.slice_spacing_mm))
-    deg = degrade(hr, preset, slice_spacing=spacing, seed=int(rng.integers(2 ** 31)), **overrides)
-    sax, clean, _ = crop_to_heart(deg, rng)
-    if not sax.array.any():
-        return dsl_pair(pool, cfg, rng)
+    _, _, sax, clean, _ = degraded_sample(pool, cfg.slice_spacing_mm, rng)
     grid = canonical_geometry(sax, cfg.inplane_size)
     return to_canonical_labels(sax, grid), to_canonical_labels(clean, grid)
 
@@ -215,174 +119,56 @@ def asv_sample(pool: HeartPool, cfg: ASVTrainConfig, rng: np.random.Generator):
 
 
 # ---------------------------------------------------------------------------------------------
-# Losses, checkpoints, weights files
+# Training
 # ---------------------------------------------------------------------------------------------
-
-def dsl_loss(logits, target, n_classes: int):
-    """Cross-entropy + (1 - soft multi-class Dice over the classes present)."""
-    import torch.nn.functional as F
-
-    ce = F.cross_entropy(logits, target.long())
-    prob = F.softmax(logits, dim=1)
-    onehot = F.one_hot(target.long(), n_classes).permute(0, 4, 1, 2, 3).to(prob.dtype)
-    dims = (0, 2, 3, 4)
-    inter, denom = (prob * onehot).sum(dims), prob.sum(dims) + onehot.sum(dims)
-    present = onehot.sum(dims) > 0
-    dice = (2 * inter + 1e-3) / (denom + 1e-3)
-    return ce + (1 - dice[present].mean())
-
-
-def _checkpoint_path(output: Path) -> Path:
-    return Path(output).with_suffix(".ckpt")
-
-
-class _Clock:
-    """Training time budget that survives resumes (elapsed time is stored in checkpoints)."""
-
-    def __init__(self, minutes: float, already_s: float = 0.0):
-        self.budget_s, self.already_s, self.t0 = 60 * minutes, already_s, time.perf_counter()
-
-    @property
-    def elapsed_s(self) -> float:
-        return self.already_s + time.perf_counter() - self.t0
-
-    def done(self) -> bool:
-        return self.elapsed_s >= self.budget_s
-
-
-def _lr_at(base: float, fraction: float) -> float:
-    """Cosine decay to 5 % of the base rate over the time budget (time-based, so a resumed or
-    slower run follows the same schedule per minute)."""
-    fraction = min(max(fraction, 0.0), 1.0)
-    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * fraction)))
-
-
-# ---------------------------------------------------------------------------------------------
-# Training loops
-# ---------------------------------------------------------------------------------------------
-
-def _onehot_t(labels: np.ndarray, n: int):
-    import torch
-
-    t = torch.from_numpy(np.ascontiguousarray(labels)).long()
-    return torch.nn.functional.one_hot(t, n).permute(3, 0, 1, 2).float()[None]
-
-
-def _resume(model, opt, ckpt: Path, resume: bool, kind: str, log):
-    """(step, elapsed seconds, history) of a checkpoint to resume from, or a fresh start."""
-    import torch
-
-    if not (resume and ckpt.is_file()):
-        return 0, 0.0, []
-    state = torch.load(str(ckpt), map_location="cpu", weights_only=False)  # our own checkpoint
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    log(f"resumed {kind.upper()} at step {state['step']} ({state['elapsed_s'] / 60:.1f} min done)")
-    return state["step"], state["elapsed_s"], state["history"]
-
-
-def _train_loop(kind: str, model, opt, cfg, pool, micro_batches: int, sample_loss, output: Path, ckpt: Path,
-                step: int, already: float, history: list, log) -> Path:
-    """The loop DSL and ASV share: time-budgeted steps of ``micro_batches`` accumulated samples
-    (``sample_loss()`` draws one and returns its loss), cosine learning rate over the budget,
-    pool refreshes, periodic logs and atomic checkpoints; then the weights with their metadata."""
-    import torch
-
-    clock = _Clock(cfg.minutes, already)
-    last_ckpt = time.perf_counter()
-
-    def checkpoint():
-        save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                      "elapsed_s": clock.elapsed_s, "history": history, "config": asdict(cfg)}, ckpt)
-
-    running = []
-    model.train()
-    while not clock.done() and step < cfg.max_steps:
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(cfg.lr, clock.elapsed_s / clock.budget_s)
-        opt.zero_grad()
-        total = 0.0
-        for _ in range(micro_batches):
-            loss = sample_loss() / micro_batches
-            loss.backward()
-            total += float(loss.detach())
-        opt.step()
-        step += 1
-        running.append(total)
-        if step % cfg.refresh_every == 0:
-            pool.refresh()
-        if step % 20 == 0:
-            history.append((step, clock.elapsed_s, float(np.mean(running))))
-            log(f"{kind} step {step} {clock.elapsed_s / 60:.1f} min loss {np.mean(running):.4f}")
-            running = []
-        if time.perf_counter() - last_ckpt > 60 * cfg.checkpoint_minutes:
-            checkpoint()
-            last_ckpt = time.perf_counter()
-    checkpoint()
-    meta = {"train_config": _plain(asdict(cfg)), "steps": step, "samples": step * micro_batches,
-            "train_minutes": clock.elapsed_s / 60, "device": f"cpu ({cfg.threads} thread)",
-            "history": history[-10:], "torch": str(torch.__version__)}
-    save_network(model, output, kind, meta)
-    log(f"{kind.upper()} trained: {step} steps in {clock.elapsed_s / 60:.1f} min -> {output}")
-    return Path(output)
-
 
 def train_dsl(cfg: DSLTrainConfig, output: Path, resume: bool = False, log=print) -> Path:
     """Train DSL (see the module docstring); writes ``output`` (weights) and its checkpoint."""
-    import torch
-
     from ..networks.dsl import DSLConfig, DSLNet
+    from .losses import ce_dice_loss
 
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    cfg = started(cfg)
     model = DSLNet(DSLConfig(channels=tuple(cfg.channels), inplane_size=cfg.inplane_size))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    ckpt = _checkpoint_path(output)
-    step, already, history = _resume(model, opt, ckpt, resume, "dsl", log)
-    rng = np.random.default_rng([cfg.seed, step])
-    pool = HeartPool(_cohort_paths(cfg.data_root, cfg.subjects), cfg.pool_biventricular, cfg.pool_wholeheart,
+    run = budgeted_trainer("dsl", cfg, model, output, resume, log)
+    rng = np.random.default_rng([cfg.seed, run.step])
+    pool = HeartPool(cohort_paths(cfg.data_root, cfg.subjects), cfg.pool_biventricular, cfg.pool_wholeheart,
                      tuple(cfg.hr_inplane_mm), 2.0, rng, log)
     n = model.config.n_classes
 
-    def sample_loss():
+    def sample_loss(step):
         x, y = dsl_pair(pool, cfg, rng)
-        return dsl_loss(model(_onehot_t(x, n)), torch.from_numpy(y)[None], n)
+        return ce_dice_loss(model(onehot_tensor(x, n, cfg.device)), to_device(cfg.device, y)[None], n)
 
-    return _train_loop("dsl", model, opt, cfg, pool, cfg.accumulate, sample_loss, output, ckpt, step, already,
-                       history, log)
+    return run.run_budget(cfg, sample_loss, cfg.accumulate, pool.refresher(cfg.refresh_every)).export(output)
 
 
 def train_asv(cfg: ASVTrainConfig, output: Path, resume: bool = False, log=print) -> Path:
     """Train ASV (see the module docstring)."""
-    import torch
+    from ..networks.asv import ASVConfig, ASVNet
+    from .losses import asv_loss
 
-    from ..networks.asv import ASVConfig, ASVNet, asv_loss
-
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    cfg = started(cfg)
     model = ASVNet(ASVConfig(factor_range=tuple(cfg.factor)))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    ckpt = _checkpoint_path(output)
-    step, already, history = _resume(model, opt, ckpt, resume, "asv", log)
-    rng = np.random.default_rng([cfg.seed, step, 1])
-    pool = HeartPool(_cohort_paths(cfg.data_root, cfg.subjects), cfg.pool_biventricular, cfg.pool_wholeheart,
+    run = budgeted_trainer("asv", cfg, model, output, resume, log)
+    rng = np.random.default_rng([cfg.seed, run.step, 1])
+    pool = HeartPool(cohort_paths(cfg.data_root, cfg.subjects), cfg.pool_biventricular, cfg.pool_wholeheart,
                      2.5, 1.0, rng, log)
     n = model.config.n_classes
 
-    def sample_loss():
+    def sample_loss(step):
         lr_labels, z, cell, target = asv_sample(pool, cfg, rng)
-        logits = model(_onehot_t(lr_labels, n), torch.from_numpy(z), cell)
-        return asv_loss(logits, torch.from_numpy(target)[None], n, cfg.dice_weight)
+        logits = model(onehot_tensor(lr_labels, n, cfg.device), to_device(cfg.device, z), cell)
+        return asv_loss(logits, to_device(cfg.device, target)[None], n, cfg.dice_weight)
 
-    return _train_loop("asv", model, opt, cfg, pool, cfg.batch, sample_loss, output, ckpt, step, already,
-                       history, log)
+    return run.run_budget(cfg, sample_loss, cfg.batch, pool.refresher(cfg.refresh_every)).export(output)
 
 
 # ---------------------------------------------------------------------------------------------
 # Validation on the held-out CT hearts (the numbers of the model cards)
 # ---------------------------------------------------------------------------------------------
 
-def validate(dsl_weights=None, asv_weights=None, root=None, seeds=(0, 1, 2), log=print) -> Dict[str, float]:
+def validate(dsl_weights=None, asv_weights=None, root=None, seeds=(0, 1, 2), log=print,
+             device: str = "auto") -> Dict[str, float]:
     """Metrics of the networks on the cohort's validation hearts (never trained on), 10 mm stacks:
 
     * DSL: mean per-slice displacement error (mean removed, mm) under the ``normal`` and
@@ -393,10 +179,10 @@ def validate(dsl_weights=None, asv_weights=None, root=None, seeds=(0, 1, 2), log
     from ..methods import dsl_asv as pipe
 
     with pipe.using_weights(dsl_weights, asv_weights):
-        return _validate(root, seeds, log)
+        return _validate(root, seeds, log, device)
 
 
-def _validate(root, seeds, log) -> Dict[str, float]:
+def _validate(root, seeds, log, device) -> Dict[str, float]:
     from ..evaluation.bench import cohort_anatomies
     from ..simulation.cases import make_case
     from ..methods import run
@@ -407,7 +193,7 @@ def _validate(root, seeds, log) -> Dict[str, float]:
         for preset in ("normal", "severe"):
             for seed in seeds:
                 case = make_case(anatomy.truth, preset, seed=seed, slice_spacing=10.0)
-                res = run("dsl_asv", case, slice_spacing=2.0)
+                res = run("dsl_asv", case, slice_spacing=2.0, device=device)
                 err = displacement_error(res.displacements, case.true_displacements, remove_mean=True)["mean_mm"]
                 zero = displacement_error(np.zeros_like(case.true_displacements), case.true_displacements,
                                           remove_mean=True)["mean_mm"]
@@ -418,7 +204,7 @@ def _validate(root, seeds, log) -> Dict[str, float]:
         case = make_case(anatomy.truth, "none", seed=0, slice_spacing=10.0)
         for spacing in (2.0, 3.0):
             tag = f"x{10.0 / spacing:.3g}"
-            res = run("dsl_asv", case, slice_spacing=spacing, correction="none")
+            res = run("dsl_asv", case, slice_spacing=spacing, correction="none", device=device)
             lin = run("linear", case, slice_spacing=spacing)
             truth = case.truth
             out.setdefault(f"asv_dice_{tag}", []).append(float(np.mean(list(dice(res.labels, truth).values()))))
@@ -431,13 +217,11 @@ def _validate(root, seeds, log) -> Dict[str, float]:
 # Model cards and installation into Resources/Weights
 # ---------------------------------------------------------------------------------------------
 
-CITATIONS = """* Method: Dong J., Ke W., Ding W., Huang L., Yang M. "Cross-Modality Whole-Heart MRI Reconstruction
-  with Deep Motion Correction and Super-Resolution" (DeepWHR). Re-implemented from the paper; no
-  code of the authors was used (none is public).
-* Training data: the whole-heart CT cohort of Rodero C. et al., "Linking statistical shape models and
-  simulated function in the healthy adult human heart", PLOS Computational Biology 17(4):e1008851
-  (2021): the 15 training subjects (subject_00-subject_14) only; the 4 validation subjects and the
-  PCA shapes (drawn from a model that saw them) were not used. The data are not shipped."""
+METHOD = ('Dong J., Ke W., Ding W., Huang L., Yang M. "Cross-Modality Whole-Heart MRI Reconstruction with Deep '
+          'Motion Correction and Super-Resolution" (DeepWHR). Re-implemented from the paper; no code of the authors '
+          'was used (none is public).')
+DATA_USED = ("the CT cohort's 15 training subjects (subject_00-subject_14) only; the 4 validation subjects and the "
+             "PCA shapes (drawn from a model that saw them) were not used.")
 
 _CARD_TEXT = {
     "dsl": ("DSL: latent-volume-map motion-correction autoencoder",
@@ -448,14 +232,16 @@ _CARD_TEXT = {
             "3x3x3 blocks dilated along the slice axis, a mirrored decoder with (1, 2, 2) upsampling. "
             "Trained to map degraded stacks to the motion-free stack on the same grid (cross-entropy + soft "
             "Dice). The pipeline derives per-slice displacements from its correction.",
-            "cardiac-recon train dsl_asv dsl --output dsl.pt --minutes {minutes:.0f} --threads {threads}"),
+            "the motion-correction network of the `dsl_asv` method (DeepWHR).",
+            "cardiac-recon train dsl_asv dsl --output dsl.pt"),
     "asv": ("ASV: arbitrary-scale through-plane super-resolution (implicit neural representation)",
             "Coarse LR features sampled at the two LR slices around each target slice + the local coordinate "
             "and the cell size (target / LR spacing) -> coordinate-conditioned MLP -> continuous features, fused "
             "with the linearly interpolated LR probabilities by a shallow encoder-decoder at the target "
             "resolution (in-plane grid kept). Loss: L2 to one-hot + multi-class soft Dice. One model for every "
             "output spacing: trained over factors x{f0:g} to x{f1:g} (non-integer) and LR spacings 6-12 mm.",
-            "cardiac-recon train dsl_asv asv --output asv.pt --minutes {minutes:.0f} --threads {threads}"),
+            "the through-plane super-resolution network of the `dsl_asv` method (DeepWHR).",
+            "cardiac-recon train dsl_asv asv --output asv.pt"),
 }
 
 
@@ -465,58 +251,42 @@ def _default_iterations() -> int:
     return DEFAULT_ITERATIONS
 
 
-def model_card(kind: str, weights_path, metrics: Dict[str, float]) -> str:
-    """Markdown model card of a trained weights file (data and citation, configuration, training
-    time and device, validation metrics, SHA-256)."""
-    import torch
+def model_card(kind: str, weights_path, metrics: Dict[str, float], selection: str = DEFAULT_SELECTION) -> str:
+    """Markdown model card of a trained weights file (:mod:`.cards`)."""
+    from .cards import Card, budget_note, budget_options, metrics_table, render, weights_facts
 
-    from ..networks.weights import sha256
-
-    obj = torch.load(str(weights_path), map_location="cpu", weights_only=True)
-    meta, cfg = obj.get("meta", {}), obj["config"]
-    train = meta.get("train_config", {})
-    title, what, command = _CARD_TEXT[kind]
+    meta, cfg, train, facts = weights_facts(weights_path, "each a freshly degraded, augmented heart")
+    title, what, use, command = _CARD_TEXT[kind]
     factor = cfg.get("factor_range", (1.5, 6.0))
-    n_params = sum(int(np.prod(v.shape)) for v in obj["state_dict"].values())
-    lines = [f"# {title}", "", what.format(f0=factor[0], f1=factor[1]), "",
-             "## Data and citation", "", CITATIONS, "",
-             "## Training", "",
-             f"* Command: `{command.format(minutes=train.get('minutes', 0), threads=train.get('threads', 1))}`",
-             f"* Device: {meta.get('device', 'cpu')}, torch {meta.get('torch', '?')}; "
-             f"{meta.get('train_minutes', 0):.1f} min, {meta.get('steps', 0)} optimiser steps, "
-             f"{meta.get('samples', 0)} training samples (each a freshly degraded, augmented heart; "
-             "the compute budget of a 2-core CPU shared with other jobs, far below the paper's 1000 GPU epochs).",
-             f"* Network configuration: `{json.dumps(cfg)}` ({n_params} parameters).",
-             f"* Training configuration: `{json.dumps(train)}`.", "",
-             "## Validation (4 held-out CT hearts, 10 mm stacks, 3 motion seeds)", "",
-             "Measured through the `dsl_asv` pipeline with its defaults (correction 'shift', "
-             f"{_default_iterations()} DSL passes) "
-             "by `cardiac-recon train dsl_asv validate`, on subject_15-subject_18 resliced on the benchmark "
-             "grid (128 x 128 x 64 at 1.25 x 1.25 x 2 mm, valve-cut), reconstructed at 2 mm. Displacement "
-             "errors: mean per-slice Euclidean error (mm) after removing each set's mean, over all slices "
-             "(slices without anatomy count with an estimate of zero). Dice: mean over LV, MYO, RV. "
-             "ASV rows: no motion, no correction, super-resolution to 2 mm (x5) and 3 mm (x3.33) against "
-             "linear interpolation of the one-hot labels.", "",
-             "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.3f} |" for k, v in metrics.items()
-              if (kind == "dsl") != k.startswith(("asv_", "linear_"))]
-    lines += ["", "## Limits", "",
-              "* Trained on end-diastolic CT anatomy of 15 healthy adults (with scale, tilt, spin and elastic "
-              "augmentation): hearts far outside that range (congenital disease, severe dilation) are "
-              "extrapolation. No MRI fine-tuning: no corrected MRI ships with the project "
-              "(`cardiac-recon train dsl_asv finetune` adapts the encoder to a folder of corrected stacks).",
-              "* The common shift of all slices cannot be seen in a SAX stack: displacements are centred "
-              "on their mean.", "",
-              f"SHA-256 of the weights file: `{sha256(weights_path)}`", ""]
-    return "\n".join(lines)
+    validation = metrics_table(
+        "## Validation (4 held-out CT hearts, 10 mm stacks, 3 motion seeds)",
+        "Measured through the `dsl_asv` pipeline with its defaults (correction 'shift', "
+        f"{_default_iterations()} DSL passes) by `cardiac-recon train dsl_asv validate`, on subject_15-subject_18 "
+        "resliced on the benchmark grid (128 x 128 x 64 at 1.25 x 1.25 x 2 mm, valve-cut), reconstructed at 2 mm. "
+        "Displacement errors: mean per-slice Euclidean error (mm) after removing each set's mean, over all slices "
+        "(slices without anatomy count with an estimate of zero). Dice: mean over LV, MYO, RV. ASV rows: no "
+        "motion, no correction, super-resolution to 2 mm (x5) and 3 mm (x3.33) against linear interpolation of "
+        "the one-hot labels.",
+        {k: v for k, v in metrics.items() if (kind == "dsl") != k.startswith(("asv_", "linear_"))})
+    return render(Card(
+        title=title, summary=what.format(f0=factor[0], f1=factor[1]), use=f"As {use}", method=METHOD, data=("ct",),
+        data_used=DATA_USED, command=command + budget_options(train), validation=validation, selection=selection,
+        notes=(budget_note(train),), **facts,
+        limits=("Trained on end-diastolic CT anatomy of 15 healthy adults (with scale, tilt, spin and elastic "
+                "augmentation): hearts far outside that range (congenital disease, severe dilation) are "
+                "extrapolation. No MRI fine-tuning: no corrected MRI ships with the project "
+                "(`cardiac-recon train dsl_asv finetune` adapts the encoder to a folder of corrected stacks).",
+                "The common shift of all slices cannot be seen in a SAX stack: displacements are centred "
+                "on their mean.")))
 
 
-def install_weights(dsl_path, asv_path, metrics: Dict[str, float], directory=None, log=print) -> None:
+def install_weights(dsl_path, asv_path, metrics: Dict[str, float], directory=None, log=print,
+                    selection: str = DEFAULT_SELECTION) -> None:
     """Register both weights files with their model cards in the weights folder (manifest)."""
     from ..networks import weights
 
     for name, path in (("dsl", dsl_path), ("asv", asv_path)):
-        entry = weights.register(name, path, model_card(name, path, metrics), directory)
+        entry = weights.register(name, path, model_card(name, path, metrics, selection), directory)
         log(f"installed {name}: {entry}")
 
 
@@ -560,15 +330,17 @@ def finetune_pairs(corrected: Sequence, uncorrected: Optional[Sequence], rng: np
 
 def finetune_dsl(corrected_dir, output, weights=None, uncorrected=None, minutes: float = 5.0,
                  max_steps: int = 100000, seed: int = 0, threads: int = 1, convention: str = "auto",
-                 resume: bool = False, lr: float = 1e-4, accumulate: int = 2, log=print) -> Path:
+                 resume: bool = False, lr: float = 1e-4, accumulate: int = 2, device: str = "auto",
+                 log=print) -> Path:
     """MRI fine-tuning (DeepWHR sec. 3.1.3): update the DSL encoder on corrected label stacks
-    with the decoder frozen, so the CT-learned shape manifold of the decoder is kept."""
+    with the decoder frozen, so the CT-learned shape manifold of the decoder is kept. A constant
+    learning rate ``lr``: a small correction of trained weights, not a schedule from scratch."""
     import torch
 
     from ..core.io import read_segmentation
+    from .losses import ce_dice_loss
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
+    cfg = started(BudgetConfig(seed=seed, minutes=minutes, max_steps=max_steps, lr=lr, threads=threads, device=device))
     files = _segmentation_files(corrected_dir)
     targets = [read_segmentation(f, convention)[0] for f in files]
     sources = None
@@ -590,72 +362,31 @@ def finetune_dsl(corrected_dir, output, weights=None, uncorrected=None, minutes:
         start = torch.load(str(weights), map_location="cpu", weights_only=True)
     model = load_network(start, "dsl")
     model.freeze_decoder()
-    opt = torch.optim.Adam([p for p in model.encoder_parameters() if p.requires_grad], lr=lr)
     decoder_before = {k: v.clone() for k, v in model.decoder.state_dict().items()}
-    step, already = 0, 0.0
-    ckpt = _checkpoint_path(output)
-    if resume and ckpt.is_file():
-        state = torch.load(str(ckpt), map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, already = state["step"], state["elapsed_s"]
-        log(f"resumed fine-tuning at step {step}")
-    rng = np.random.default_rng([seed, step, 2])
-    clock = _Clock(minutes, already)
+    run = budgeted_trainer("dsl", cfg, model, output, resume, log,
+                           params=[p for p in model.encoder_parameters() if p.requires_grad])
+    rng = np.random.default_rng([seed, run.step, 2])
     n = model.config.n_classes
-    model.train()
-    losses = []
-    while not clock.done() and step < max_steps:
-        opt.zero_grad()
-        total = 0.0
-        for _ in range(accumulate):
-            x, y = finetune_pairs(targets, sources, rng, model.config.inplane_size, model.config.inplane_spacing_mm)
-            loss = dsl_loss(model(_onehot_t(x, n)), torch.from_numpy(y)[None], n) / accumulate
-            loss.backward()
-            total += float(loss.detach())
-        opt.step()
-        step += 1
-        losses.append(total)
-    save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                  "elapsed_s": clock.elapsed_s, "history": [], "config": {}}, ckpt)
-    unchanged = all(torch.equal(v, model.decoder.state_dict()[k]) for k, v in decoder_before.items())
+
+    def sample_loss(step):
+        x, y = finetune_pairs(targets, sources, rng, model.config.inplane_size, model.config.inplane_spacing_mm)
+        return ce_dice_loss(model(onehot_tensor(x, n, cfg.device)), to_device(cfg.device, y)[None], n)
+
+    run.run_budget(cfg, sample_loss, accumulate, lr_at=lambda step, fraction: lr)
+    unchanged = all(torch.equal(v, model.decoder.state_dict()[k].cpu()) for k, v in decoder_before.items())
     meta = dict(start.get("meta", {}))
-    meta.update(finetuned={"stacks": [f.name for f in files], "paired": sources is not None, "steps": step,
-                           "minutes": clock.elapsed_s / 60, "lr": lr, "decoder_frozen": unchanged,
-                           "final_loss": float(np.mean(losses[-10:])) if losses else None})
-    save_network(model.eval(), output, "dsl", meta)
-    log(f"DSL encoder fine-tuned on {len(files)} stacks: {step} steps -> {output}")
+    meta.update(finetuned={"stacks": [f.name for f in files], "paired": sources is not None, "steps": run.step,
+                           "minutes": run.elapsed_s / 60, "lr": lr, "decoder_frozen": unchanged,
+                           "device": run.meta()["device"],
+                           "final_loss": run.history[-1]["loss"] if run.history else None})
+    save_network(model, output, "dsl", meta)
+    log(f"DSL encoder fine-tuned on {len(files)} stacks: {run.step} steps -> {output}")
     return Path(output)
-
-
-def _plain(d):
-    return json.loads(json.dumps(d, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
 
 
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
-
-def budget_from_arguments(args) -> Dict[str, object]:
-    """:class:`BudgetConfig` fields from :func:`add_budget_arguments`' options (no ``--minutes``:
-    the trainer config's own default)."""
-    out = dict(seed=args.seed, max_steps=args.max_steps, threads=args.threads)
-    if args.minutes:
-        out["minutes"] = args.minutes
-    return out
-
-
-def add_budget_arguments(p: argparse.ArgumentParser, minutes_default: str, resume_help: str) -> None:
-    """The options every time-budgeted, resumable trainer (:func:`_train_loop`) shares."""
-    p.add_argument("--minutes", type=float, help=f"training time budget ({minutes_default})")
-    p.add_argument("--max-steps", type=int, default=100000, help="stop after this many optimiser steps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
-    p.add_argument("--data", help="shared data folder holding wholeheart_ct/ (default: $CARDIAC_RECON_DATA)")
-    p.add_argument("--subjects", help="comma-separated CT subjects (mask2surface pairs --source acdc: ACDC keys; "
-                   "default: the training split)")
-    p.add_argument("--resume", action="store_true", help=resume_help)
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("stage", choices=("dsl", "asv", "finetune", "validate", "install"),
@@ -672,17 +403,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--uncorrected", help="finetune: optional folder of the matching uncorrected stacks "
                                          "(same file names); default: random slice shifts of the corrected ones")
     p.add_argument("--convention", default="auto", help="finetune: label convention of the stacks")
+    add_selection_argument(p)
 
 
 def main(args) -> int:
+    args.device = resolve_device(args.device)  # a CUDA request without CUDA fails here, before any data is read
     subjects = tuple(s.strip() for s in args.subjects.split(",")) if args.subjects else None
     if args.stage in ("validate", "install"):
-        metrics = validate(args.weights, args.asv_weights, args.data)
+        if args.stage == "install" and not (args.weights and args.asv_weights):
+            raise InputError("install needs --weights DSL.pt and --asv-weights ASV.pt.")
+        metrics = validate(args.weights, args.asv_weights, args.data, device=args.device)
         print(json.dumps(metrics, indent=2))
         if args.stage == "install":
-            if not (args.weights and args.asv_weights):
-                raise InputError("install needs --weights DSL.pt and --asv-weights ASV.pt.")
-            install_weights(args.weights, args.asv_weights, metrics)
+            install_weights(args.weights, args.asv_weights, metrics, selection=args.selection)
         return 0
     if not args.output:
         raise InputError(f"train dsl_asv {args.stage} needs --output FILE.pt.")
@@ -703,8 +436,8 @@ def main(args) -> int:
         if not args.corrected:
             raise InputError("finetune needs --corrected FOLDER with corrected SAX label stacks.")
         finetune_dsl(args.corrected, output, weights=args.weights, uncorrected=args.uncorrected,
-                     minutes=args.minutes or 5.0, max_steps=args.max_steps, seed=args.seed, threads=args.threads,
-                     convention=args.convention, resume=args.resume)
+                     minutes=5.0 if args.minutes is None else args.minutes, max_steps=args.max_steps, seed=args.seed, threads=args.threads,
+                     convention=args.convention, resume=args.resume, device=args.device)
     return 0
 
 

@@ -17,8 +17,9 @@ Validation: the 4 held-out CT subjects, un-augmented; reconstruction Dice per st
 ``argmax(decode(mu))`` and the KL (nats) the code carries.
 
 Resumable and exact: every step draws its batch, translations and reparameterisation noise from
-generators seeded by ``(seed, step)``; the model, optimiser and step are checkpointed every
-``checkpoint_every`` steps (atomically), and ``--resume`` continues from the checkpoint.
+generators seeded by ``(seed, step)``; the one loop of :mod:`.trainer` checkpoints the model,
+optimiser and step every ``checkpoint_every`` steps (atomically), ``--resume`` continues from the
+checkpoint, and ``--device`` chooses where the network and its batches live.
 """
 
 from __future__ import annotations
@@ -26,23 +27,21 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..core.device import resolve_device
 from ..core.errors import InputError
-from ..networks.checkpoint import save_torch
+from ..networks.checkpoint import save_network
+from .cards import ACDC_CITATION, CT_CITATION, DEFAULT_SELECTION, add_selection_argument
+from .trainer import Trainer, add_device_argument, cosine_lr, plain as _plain, resume_state
 
-CT_CITATION = ("Rodero C. et al., 'Linking statistical shape models and simulated function in the healthy adult "
-               "human heart', PLOS Computational Biology 17(4):e1008851 (2021).")
-ACDC_CITATION = ("Bernard O. et al., 'Deep learning techniques for automatic MRI cardiac multi-structures "
-                 "segmentation and diagnosis: is the problem solved?', IEEE TMI 37(11):2514-2525 (2018).")
 SRHEART_CITATION = ("Wang S. et al., 'Joint motion correction and super resolution for cardiac segmentation via "
                     "latent optimisation', MICCAI 2021.")
 
@@ -72,6 +71,7 @@ class TrainConfig:
     log_every: int = 20
     workers: int = 2
     max_minutes: float = 0.0  # stop (checkpoint and export) after this wall time; 0: no limit
+    device: str = "auto"
     data_root: Optional[str] = None
     cache_dir: str = os.path.join(tempfile.gettempdir(), "cardiac-recon-cache")  # augmented shapes
 
@@ -206,9 +206,9 @@ def validate(model, data: np.ndarray) -> Dict[str, object]:
     from ..networks.vae import kl_per_dimension, onehot
 
     with torch.no_grad():
-        x = onehot(data)
+        x = onehot(data).to(next(model.parameters()).device)
         mu, log_var = model.encode(x)
-        pred = model.decode(mu).argmax(1).numpy()
+        pred = model.decode(mu).argmax(1).cpu().numpy()
         kl = float(kl_per_dimension(mu, log_var).sum())
     dice = np.stack([dice_per_class(p, t, model.config.n_classes) for p, t in zip(pred, data)])
     return {"dice_LV": float(dice[:, 0].mean()), "dice_MYO": float(dice[:, 1].mean()),
@@ -216,19 +216,13 @@ def validate(model, data: np.ndarray) -> Dict[str, object]:
             "dice_per_subject": dice.round(4).tolist()}
 
 
-def _learning_rate(cfg: TrainConfig, step: int, total: int) -> float:
-    """Cosine decay from ``learning_rate`` to ``final_learning_rate`` over the run."""
-    t = min(1.0, step / max(1, total))
-    return cfg.final_learning_rate + 0.5 * (cfg.learning_rate - cfg.final_learning_rate) * (1 + math.cos(math.pi * t))
-
-
 def initial_state(init: str, cfg: TrainConfig) -> Dict:
     """Weights to start a new run from (``--init``): a name in the weights manifest (e.g. the
-    shipped ``lo_vae``, SHA-256 verified) or a ``.pt`` file of :func:`..networks.vae.save_vae`.
+    shipped ``lo_vae``, SHA-256 verified) or a ``.pt`` checkpoint of kind ``vae`` (:mod:`..networks.checkpoint`).
     Their network must be the one ``cfg`` describes (grid, spacing, latent size, channels), or
     the one a level coarser (:func:`..networks.vae.refined`: half the grid, one level fewer), which
     is then grown to ``cfg``'s grid, starting out as its own trilinearly upsampled output."""
-    from ..networks.vae import CONFIG_KEY, refined, refined_config, vae_state_dict
+    from ..networks.vae import refined, refined_config
     from ..methods.latent_optimisation import load_prior
 
     model = load_prior(init)  # same name-or-path rule and checksum verification as inference
@@ -247,7 +241,7 @@ def initial_state(init: str, cfg: TrainConfig) -> Dict:
                          f"({', '.join(f'{k}={getattr(model.config, k)}' for k in mismatched)}); pass the same "
                          "--grid, --spacing, --latent and --channels, or twice its grid at half its spacing with "
                          "one more level of channels[0] // 2 channels first (grown from it).")
-    return {k: v for k, v in vae_state_dict(model).items() if k != CONFIG_KEY}
+    return model.state_dict()
 
 
 def train(cfg: TrainConfig, output: Path, resume: bool = False, log=print, init: Optional[str] = None) -> Path:
@@ -256,23 +250,21 @@ def train(cfg: TrainConfig, output: Path, resume: bool = False, log=print, init:
     learning-rate schedule of ``cfg``."""
     import torch
 
-    from ..networks.vae import LabelVAE, save_vae, vae_loss
+    from ..networks.vae import LabelVAE, vae_loss
 
+    if resume and init:
+        raise InputError("--resume continues a checkpoint and --init starts a new run from weights: use one.")
+    device = resolve_device(cfg.device)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     ckpt_path = output / "checkpoint.pt"
-    state, init_record = None, init
-    if resume and init:
-        raise InputError("--resume continues a checkpoint and --init starts a new run from weights: use one.")
-    if resume:
-        if not ckpt_path.is_file():
-            raise InputError(f"Nothing to resume: no checkpoint at {ckpt_path}.")
-        state = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
-        saved = state["train_config"]
-        cfg = TrainConfig(**{**saved, "epochs": cfg.epochs, "max_minutes": cfg.max_minutes, "acdc": cfg.acdc,
+    init_record = init
+    state = resume_state(ckpt_path, resume, required=True)
+    if state is not None:
+        cfg = TrainConfig(**{**state["config"], "epochs": cfg.epochs, "max_minutes": cfg.max_minutes, "acdc": cfg.acdc,
                              "workers": cfg.workers, "data_root": cfg.data_root, "cache_dir": cfg.cache_dir})
         init_record = state.get("init")
-        log(f"resuming from step {state['step']} of {ckpt_path}")
+    cfg = replace(cfg, device=device)
     # checked before the (minutes-long) preparation of the training set: a wrong --init fails at once
     start = initial_state(init, cfg) if init else None
     torch.manual_seed(cfg.seed)
@@ -281,84 +273,56 @@ def train(cfg: TrainConfig, output: Path, resume: bool = False, log=print, init:
         data = np.concatenate([data] + [acdc_training_set(cfg, log)] * cfg.acdc_copies)
     val_names, val_data = validation_set(cfg)
     model = LabelVAE(cfg.vae_config())
-    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    step, history, elapsed_before = 0, [], 0.0
     if start is not None:
         model.load_state_dict(start)
         log(f"starting from the weights {init}")
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        step, history, elapsed_before = int(state["step"]), list(state["history"]), float(state["elapsed_s"])
+    model.to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    run = Trainer("vae", model, optimiser, ckpt_path, asdict(cfg), device, state, {"init": init_record}, log)
     steps_per_epoch = max(1, len(data) // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     log(f"training: {len(data)} shapes, grid {cfg.grid_shape} at {cfg.spacing} mm, {steps_per_epoch} steps/epoch, "
         f"{cfg.epochs} epochs = {total} steps, {torch.get_num_threads()} threads")
     data_t = torch.from_numpy(data)
-    t0 = time.perf_counter()
+    limits = np.asarray(cfg.translate_voxels)
 
-    def elapsed() -> float:
-        return elapsed_before + time.perf_counter() - t0
-
-    def checkpoint():
-        save_torch({"train_config": _plain(asdict(cfg)), "model": model.state_dict(),
-                      "optimiser": optimiser.state_dict(), "step": step, "history": history,
-                      "elapsed_s": elapsed(), "init": init_record}, ckpt_path)
-
-    running = []
-    model.train()
-    while step < total:
+    def sample_loss(step):
         rng = np.random.default_rng([cfg.seed, step])
         torch.manual_seed(int(rng.integers(2 ** 62)))
         idx = rng.integers(0, len(data), cfg.batch_size)
-        limits = np.asarray(cfg.translate_voxels)
         shifts = rng.integers(-limits, limits + 1, size=(cfg.batch_size, 3))
-        target = translate(data_t[idx].long(), shifts)
+        target = translate(data_t[idx].long(), shifts).to(device)
         x = torch.nn.functional.one_hot(target, model.config.n_classes).movedim(-1, 1).float()
-        for g in optimiser.param_groups:
-            g["lr"] = _learning_rate(cfg, step, total)
         logits, mu, log_var = model(x)
         losses = vae_loss(logits, target, mu, log_var, model.config)
-        optimiser.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        optimiser.step()
-        step += 1
-        running.append([float(losses["ce"].detach()), float(losses["kl"].detach())])
-        if step % cfg.log_every == 0 or step == total:
-            ce, kl = np.mean(running, axis=0)
-            running = []
-            log(f"step {step}/{total} epoch {step / steps_per_epoch:.2f} ce {ce:.4f} kl {kl:.1f} nats "
-                f"lr {optimiser.param_groups[0]['lr']:.2e} elapsed {elapsed() / 60:.1f} min")
-        if step % cfg.validate_every == 0 or step == total:
-            model.eval()
-            v = validate(model, val_data)
-            model.train()
-            history.append({"step": step, **{k: v[k] for k in ("dice_LV", "dice_MYO", "dice_RV", "kl_nats")}})
-            log(f"  validation: Dice LV {v['dice_LV']:.3f} MYO {v['dice_MYO']:.3f} RV {v['dice_RV']:.3f} "
-                f"KL {v['kl_nats']:.1f} nats")
-        if step % cfg.checkpoint_every == 0:
-            checkpoint()
-        if cfg.max_minutes and elapsed() > 60 * cfg.max_minutes:
-            log(f"stopping at step {step}: --max-minutes {cfg.max_minutes:g} reached")
-            break
-    checkpoint()
-    model.eval()
+        return {k: losses[k] for k in ("loss", "ce", "kl")}
+
+    def validation(step):
+        if step % cfg.validate_every and step != total:
+            return None
+        model.eval()
+        v = validate(model, val_data)
+        model.train()
+        log(f"  validation: Dice LV {v['dice_LV']:.3f} MYO {v['dice_MYO']:.3f} RV {v['dice_RV']:.3f} "
+            f"KL {v['kl_nats']:.1f} nats")
+        return {k: v[k] for k in ("dice_LV", "dice_MYO", "dice_RV", "kl_nats")}
+
+    run.run(sample_loss, total, cfg.max_minutes,
+            lambda step, fraction: cosine_lr(cfg.learning_rate, cfg.final_learning_rate, step / max(1, total)),
+            log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, after_step=validation)
     final = validate(model, val_data)
-    meta = {"train_config": _plain(asdict(cfg)), "steps": step, "epochs_done": step / steps_per_epoch,
-            "training_shapes": int(len(data)), "elapsed_s": round(elapsed(), 1), "device": "cpu",
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "validation": {"subjects": val_names, **final}, "history": history, "init": init_record,
+    step = run.step
+    meta = {**run.meta(), "samples": step * cfg.batch_size, "epochs_done": step / steps_per_epoch,
+            "training_shapes": int(len(data)),
+            "elapsed_s": round(run.elapsed_s, 1), "validation": {"subjects": val_names, **final},
+            "history": run.history, "init": init_record,
             "data": [CT_CITATION] + ([ACDC_CITATION] if cfg.acdc else []), "method": SRHEART_CITATION}
     out = output / "lo_vae.pt"
-    save_vae(model, out)
+    save_network(model, out, "vae", _plain(meta))
     (output / "lo_vae.json").write_text(json.dumps(meta, indent=2))
     log(f"exported {out}: validation Dice LV {final['dice_LV']:.3f} MYO {final['dice_MYO']:.3f} "
-        f"RV {final['dice_RV']:.3f}, KL {final['kl_nats']:.1f} nats, {elapsed() / 60:.1f} min")
+        f"RV {final['dice_RV']:.3f}, KL {final['kl_nats']:.1f} nats, {run.elapsed_s / 60:.1f} min")
     return out
-
-
-def _plain(d):
-    return json.loads(json.dumps(d))
 
 
 #: ``train lo`` flags of the network and data settings, for the card's command line.
@@ -378,8 +342,9 @@ def _network_options(cfg: Dict) -> str:
     return out
 
 
-def model_card(meta: Dict, sha256: str, name: str = "lo_vae") -> str:
-    """Markdown model card of exported weights from their metadata (``lo_vae.json``)."""
+def model_card(meta: Dict, sha256: str, name: str = "lo_vae", selection: str = DEFAULT_SELECTION) -> str:
+    """Markdown model card of exported weights from their metadata (``lo_vae.json``; :mod:`.cards`)."""
+    from .cards import Card, device_line, render
     from .cohort import DEFAULT_GRID_SHAPE as SRHEART_GRID_SHAPE  # the cohort's SAX grid is SRHeart's
 
     cfg, val = meta["train_config"], meta["validation"]
@@ -387,7 +352,6 @@ def model_card(meta: Dict, sha256: str, name: str = "lo_vae") -> str:
     fov = [n * s for n, s in zip(grid[::-1], sp)]
     per_subject = "\n".join(f"| {n} | {d[0]:.3f} | {d[1]:.3f} | {d[2]:.3f} |"
                              for n, d in zip(val["subjects"], val["dice_per_subject"]))
-    data = "\n".join(f"  - {c}" for c in meta["data"])
     acdc = (f", plus {cfg.get('acdc_copies', 2)} copies of the ACDC pseudo-HR shapes (centroid alignment + "
             "shape-based interpolation of the real stacks, ED and ES) of the ACDC training patients, placed "
             "on the grid by the stack-derived frame that inference uses") if cfg.get("acdc") else ""
@@ -395,16 +359,15 @@ def model_card(meta: Dict, sha256: str, name: str = "lo_vae") -> str:
                   "training patients (five diagnostic groups, ED and ES)") if cfg.get("acdc") else \
         "end-diastolic CT anatomy of healthy adults (19 people in the source model)"
     options = (f"{_network_options(cfg)}{' --acdc' if cfg.get('acdc') else ''} --epochs {cfg['epochs']} "
-               f"--lr {cfg['learning_rate']:g} --seed {cfg['seed']}{' --init ' + meta['init'] if meta.get('init') else ''}")
+               f"--lr {cfg['learning_rate']:g} --seed {cfg['seed']} --threads {meta['threads']} "
+               f"--device {cfg.get('device', 'cpu')}{' --init ' + Path(meta['init']).name if meta.get('init') else ''}")
     reduced = ("This is a REDUCED grid (the SRHeart default is 64 x 128 x 128 at 2 x 1.25 x 1.25 mm) so that "
                "training and inference fit a 2-core CPU; a") if list(grid) != list(SRHEART_GRID_SHAPE) else "A"
-    return f"""# Model card: `{name}` (shape prior of latent optimisation)
+    summary = f"""A 3D beta-VAE over one-hot biventricular label maps (background, LV blood pool, LV myocardium,
+RV blood pool), the prior of the `latent_optimisation` method.
 
-A 3D beta-VAE over one-hot biventricular label maps (background, LV blood pool, LV myocardium,
-RV blood pool), the prior of the `latent_optimisation` method (SRHeart: {meta['method']}).
-
-- **File**: `{name}.pt`, a plain PyTorch state dict (tensors only; the network/grid config is the
-  UTF-8 JSON of the `_config_json` tensor), loadable with `torch.load(weights_only=True)`.
+- **File**: `{name}.pt`, a checkpoint of kind `vae` (`networks.checkpoint`: the network/grid config,
+  the tensors and this metadata), loadable with `torch.load(weights_only=True)`.
   SHA-256 `{sha256}`.
 - **Grid**: {grid[0]} x {grid[1]} x {grid[2]} voxels (k, j, i) at {sp[0]:g} x {sp[1]:g} x {sp[2]:g} mm (i, j, k), a
   {fov[0]:g} x {fov[1]:g} x {fov[2]:g} mm box (the SRHeart field of view) in the short-axis frame of the CT cohort:
@@ -414,41 +377,43 @@ RV blood pool), the prior of the `latent_optimisation` method (SRHeart: {meta['m
 - **Network**: latent size {cfg['latent_dim']}, encoder channels {cfg['channels']} (strided 4x4x4 convolutions,
   one residual block), mirrored transposed-convolution decoder, no normalisation layers.
 - **Loss**: cross-entropy (mean over voxels) + beta x KL with free bits; beta = {cfg['beta']:g},
-  {cfg['free_bits']:g} free nats per latent dimension.
-- **Training data**: the training split of the whole-heart CT cohort (15 real subjects; the PCA shapes were
-  left out because they leak the validation subjects), valve-plane cut, resliced straight onto the grid
-  with augmentation (scale +-15 %, long-axis scale, tilt, spin, elastic), {cfg['augmentations']} draws per
-  subject{acdc}; {meta['training_shapes']} shapes in all, plus random translations of up to {cfg['translate_voxels']}
-  voxels (k, j, i) per step. Data (not shipped, cite when using these weights):
-{data}
-- **Training**: {meta['steps']} steps ({meta['epochs_done']:.1f} epochs) of batch {cfg['batch_size']}, Adam, learning rate
-  {cfg['learning_rate']:g} -> {cfg['final_learning_rate']:g} (cosine), seed {cfg['seed']}; {meta['elapsed_s'] / 60:.0f} minutes on
-  {meta['device']} ({meta['threads']} threads, torch {meta['torch']}).
-  Command: `cardiac-recon train lo --output OUT{options} --register {name}` (resumed runs
-  add `--resume`).
-- **Validation** (the 4 held-out CT subjects, never trained on; encode -> decode with z = mu, Dice on
-  the prior grid): LV {val['dice_LV']:.3f}, MYO {val['dice_MYO']:.3f}, RV {val['dice_RV']:.3f} (mean
-  {val['dice_mean']:.3f}); the code carries {val['kl_nats']:.0f} nats (KL to the prior).
+  {cfg['free_bits']:g} free nats per latent dimension."""
+    validation = f"""## Validation (the 4 held-out CT subjects, never trained on)
+
+Encode -> decode with z = mu, Dice on the prior grid: LV {val['dice_LV']:.3f}, MYO {val['dice_MYO']:.3f}, RV
+{val['dice_RV']:.3f} (mean {val['dice_mean']:.3f}); the code carries {val['kl_nats']:.0f} nats (KL to the prior).
 
 | subject | Dice LV | Dice MYO | Dice RV |
 |---|---|---|---|
-{per_subject}
+{per_subject}"""
+    return render(Card(
+        title=f"Model card: `{name}` (shape prior of latent optimisation)", summary=summary,
+        use=f"As the shape prior of `latent_optimisation`. It has seen {population}, at a reduced resolution: "
+            "unusual anatomy is pulled towards the shapes it knows, so check the per-slice residuals that the "
+            "method reports.",
+        method=f"SRHeart: {meta['method']} Re-implemented from the paper.", data=("ct", "acdc") if cfg.get("acdc") else ("ct",),
+        data_used=f"the training split of the whole-heart CT cohort (15 real subjects; the PCA shapes were left out "
+                  "because they leak the validation subjects), valve-plane cut, resliced straight onto the grid with "
+                  f"augmentation (scale +-15 %, long-axis scale, tilt, spin, elastic), {cfg['augmentations']} draws per "
+                  f"subject{acdc}; {meta['training_shapes']} shapes in all, plus random translations of up to "
+                  f"{cfg['translate_voxels']} voxels (k, j, i) per step.",
+        command=f"cardiac-recon train lo --output OUT{options} --register {name}", device=device_line(meta),
+        sha256=sha256, selection=selection, validation=validation,
+        training=[f"{meta['steps']} steps ({meta['epochs_done']:.1f} epochs) of batch {cfg['batch_size']}, Adam, "
+                  f"learning rate {cfg['learning_rate']:g} -> {cfg['final_learning_rate']:g} (cosine over the steps), "
+                  f"seed {cfg['seed']}; {meta['elapsed_s'] / 60:.0f} minutes."],
+        notes=("Resumed runs add `--resume`. The schedule follows the steps and every step is seeded by (seed, "
+               "step): the same command on the same device and thread count gives the same weights.",)))
 
-- **Intended use**: the shape prior of `latent_optimisation` (research use). It has seen {population},
-  at a reduced resolution: unusual anatomy is pulled towards the shapes it knows, so check the per-slice
-  residuals that the method reports.
-- **Licence**: the weights are released with the project (Apache-2.0); the training data keep their own terms.
-"""
 
-
-def register_weights(output: Path, name: str = "lo_vae", directory=None) -> Dict:
+def register_weights(output: Path, name: str = "lo_vae", directory=None, selection: str = DEFAULT_SELECTION) -> Dict:
     """Install ``output/lo_vae.pt`` with its model card into the weights folder (manifest entry)."""
     from ..networks import weights
 
     output = Path(output)
     meta = json.loads((output / "lo_vae.json").read_text())
     path = output / "lo_vae.pt"
-    return weights.register(name, path, model_card(meta, weights.sha256(path), name), directory=directory)
+    return weights.register(name, path, model_card(meta, weights.sha256(path), name, selection), directory=directory)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -481,10 +446,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=d.workers, help="processes that build the training set")
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop after this wall time (0: none)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    add_device_argument(p)
     p.add_argument("--data", default=None, help="shared data folder (default: $CARDIAC_RECON_DATA or ../shared/data)")
     p.add_argument("--cache-dir", default=d.cache_dir, help="where the resampled training set is cached")
     p.add_argument("--register", metavar="NAME", default=None,
                    help="install the result as the shipped weights NAME (e.g. lo_vae) with its model card")
+    add_selection_argument(p)
 
 
 def _ints(text: str, what: str) -> Tuple[int, ...]:
@@ -510,7 +477,8 @@ def config_from_args(args) -> TrainConfig:
                       learning_rate=args.lr, final_learning_rate=args.lr / 10, augmentations=args.augmentations,
                       acdc=args.acdc, subjects=args.subjects, seed=args.seed, checkpoint_every=args.checkpoint_every,
                       validate_every=args.validate_every, log_every=args.log_every, workers=args.workers,
-                      max_minutes=args.max_minutes, data_root=args.data, cache_dir=args.cache_dir)
+                      max_minutes=args.max_minutes, device=args.device, data_root=args.data,
+                      cache_dir=args.cache_dir)
     cfg.vae_config()  # validates the grid and the network
     return cfg
 
@@ -523,6 +491,6 @@ def main(args) -> int:
     train(config_from_args(args), Path(args.output), resume=args.resume,
           log=lambda m: print(m, flush=True), init=args.init)
     if args.register:
-        entry = register_weights(Path(args.output), args.register)
+        entry = register_weights(Path(args.output), args.register, selection=args.selection)
         print(f"registered {args.register}: {entry}")
     return 0

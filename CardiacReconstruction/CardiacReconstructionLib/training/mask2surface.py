@@ -24,6 +24,8 @@ time budget counts the time already spent; all randomness seeded):
 * ``vqvae``: the VQ-VAE on the ground-truth SDGs (L1 reconstruction + MONAI's codebook and
   commitment losses); ``ldm``: the latent denoiser on (condition latent, target latent) pairs
   with MONAI's DDPM scheduler (1000 steps, linear betas 0.0015-0.0195).
+
+The networks are trained by the one loop of :mod:`.trainer` (``--device``, ``--resume``, time budget).
 """
 
 from __future__ import annotations
@@ -38,9 +40,12 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from ..networks import weights
+from ..core.device import resolve_device
 from ..core.errors import InputError
-from .dsl_asv import (BudgetConfig, HeartPool, _checkpoint_path, _cohort_paths, _onehot_t, _resume, _train_loop,
-                      add_budget_arguments, budget_from_arguments, crop_to_heart, dsl_loss, random_motion)
+from .cards import DEFAULT_SELECTION, add_selection_argument
+from .pool import HeartPool, cohort_paths, crop_to_heart, degraded_sample
+from .trainer import (BudgetConfig, add_budget_arguments, budget_from_arguments, budgeted_trainer, onehot_tensor,
+                      start_torch, started, to_device)
 
 N_CLASSES = 4  # background, LV, MYO, RV
 NEAR_SURFACE_MM = 3.0  # the VQ-VAE's L1 weighs errors within a few mm of a surface up to 4x
@@ -104,15 +109,7 @@ def mcsr_targets(sax, clean, hr, displacements_mm, inplane_size: int, hr_slice_s
 
 
 def mcsr_sample(pool: HeartPool, cfg: MCSRTrainConfig, rng: np.random.Generator, hr_slice_spacing_mm: float = 2.0):
-    from ..simulation.degrade import degrade
-
-    hr = pool.pick()
-    preset, overrides = random_motion(rng)
-    spacing = float(rng.uniform(*cfg.slice_spacing_mm))
-    deg = degrade(hr, preset, slice_spacing=spacing, seed=int(rng.integers(2 ** 31)), **overrides)
-    sax, clean, kept = crop_to_heart(deg, rng)
-    if not sax.array.any():
-        return mcsr_sample(pool, cfg, rng, hr_slice_spacing_mm)
+    hr, deg, sax, clean, kept = degraded_sample(pool, cfg.slice_spacing_mm, rng)
     return mcsr_targets(sax, clean, hr, deg.displacements[kept], cfg.inplane_size, hr_slice_spacing_mm)[:5]
 
 
@@ -126,55 +123,40 @@ def heart_crop(labels: np.ndarray, size: int, rng: np.random.Generator) -> Tuple
     return slice(j0, j0 + size), slice(i0, i0 + size)
 
 
-def soft_dice_loss(prob, target_onehot):
-    """1 - mean soft Dice over the classes present in the target."""
-    dims = (0, 2, 3, 4)
-    inter = (prob * target_onehot).sum(dims)
-    denom = prob.sum(dims) + target_onehot.sum(dims)
-    present = target_onehot.sum(dims) > 0
-    return 1 - ((2 * inter + 1e-3) / (denom + 1e-3))[present].mean()
-
-
 def mcsr_loss(model, x, shifts_true, lr_target, z, hr_target, crop: Tuple[slice, slice]):
     """L1 on the centred translations (voxels, labelled slices) + soft Dice of the corrected LR
     stack + CE and soft Dice of the HR output (on an in-plane crop, for speed)."""
-    import torch
+    from .losses import ce_dice_loss, soft_dice_loss
 
+    device = next(model.parameters()).device
     n = model.config.n_classes
-    xt = _onehot_t(x, n)
-    shifts, corrected = model.correct(xt)
-    labelled = torch.from_numpy(x.any(axis=(1, 2)))
-    l1 = (shifts[0][labelled] - torch.from_numpy(shifts_true)[labelled]).abs().mean() if labelled.any() else 0.0
-    dice_lr = soft_dice_loss(corrected, _onehot_t(lr_target, n))
+    shifts, corrected = model.correct(onehot_tensor(x, n, device))
+    labelled = to_device(device, x.any(axis=(1, 2)))
+    l1 = (shifts[0][labelled] - to_device(device, shifts_true)[labelled]).abs().mean() if labelled.any() else 0.0
+    dice_lr = soft_dice_loss(corrected, onehot_tensor(lr_target, n, device))
     cj, ci = crop
-    logits = model.sr(corrected[..., cj, ci], torch.from_numpy(z))
-    hr = dsl_loss(logits, torch.from_numpy(hr_target[:, cj, ci])[None], n)
+    logits = model.sr(corrected[..., cj, ci], to_device(device, z))
+    hr = ce_dice_loss(logits, to_device(device, hr_target[:, cj, ci])[None], n)
     return l1 + dice_lr + hr
 
 
 def train_mcsr(cfg: MCSRTrainConfig, output: Path, resume: bool = False, log=print) -> Path:
-    import torch
-
     from ..networks.mcsr import MCSRConfig, MCSRNet
 
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    cfg = started(cfg)
     model = MCSRNet(MCSRConfig(inplane_size=cfg.inplane_size))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    ckpt = _checkpoint_path(output)
-    step, already, history = _resume(model, opt, ckpt, resume, "mcsr", log)
-    rng = np.random.default_rng([cfg.seed, step, 2])
-    pool = HeartPool(_cohort_paths(cfg.data_root, cfg.subjects), cfg.pool_biventricular, 0,
+    run = budgeted_trainer("mcsr", cfg, model, output, resume, log)
+    rng = np.random.default_rng([cfg.seed, run.step, 2])
+    pool = HeartPool(cohort_paths(cfg.data_root, cfg.subjects), cfg.pool_biventricular, 0,
                      tuple(cfg.hr_inplane_mm), 2.0, rng, log)
     hr_mm = model.config.hr_slice_spacing_mm
 
-    def sample_loss():
+    def sample_loss(step):
         x, shifts, lr_target, z, hr_target = mcsr_sample(pool, cfg, rng, hr_mm)
         crop = heart_crop(hr_target, min(cfg.crop, x.shape[1]), rng)
         return mcsr_loss(model, x, shifts, lr_target, z, hr_target, crop)
 
-    return _train_loop("mcsr", model, opt, cfg, pool, cfg.accumulate, sample_loss, output, ckpt, step, already,
-                       history, log)
+    return run.run_budget(cfg, sample_loss, cfg.accumulate, pool.refresher(cfg.refresh_every)).export(output)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,30 +223,28 @@ PAIR_SOURCES = ("ct", "acdc")
 
 
 def make_pairs(output, mcsr_weights, n_per_subject: int = 10, subjects=None, data_root=None, seed: int = 0,
-               threads: int = 1, source: str = "ct", log=print) -> Path:
+               threads: int = 1, source: str = "ct", device: str = "auto", log=print) -> Path:
     """Write the SDG pairs to ``output`` (.npz, float16 mm): ``condition``, ``truth`` [N, S, k, j, i]
     and ``subject`` names. ``source`` 'ct': the CT training subjects (:func:`surface_pair`);
     'acdc': the ACDC training patients' pseudo-HR shapes, ED and ES (:func:`acdc_surface_pair`).
-    Resumable: ``<output>.part.npz`` holds the pairs made so far."""
-    import torch
-
+    Resumable: ``<output>.part.npz`` holds the pairs made so far. MCSR-Net runs on ``device``."""
     from ..networks.latent_diffusion import VQVAEConfig
     from ..networks.checkpoint import load_network
 
     if source not in PAIR_SOURCES:
         raise InputError(f"Unknown pairs source {source!r}; expected one of {', '.join(PAIR_SOURCES)}.")
-    torch.set_num_threads(threads)
+    device = start_torch(seed, threads, device)
     output = Path(output)
     part = output.with_suffix(".part.npz")
-    mcsr = load_network(mcsr_weights, "mcsr")
+    mcsr = load_network(mcsr_weights, "mcsr").to(device)
     if source == "acdc":
         from .cohort import acdc_split
 
         shapes = subjects or acdc_split(data_root, "train")
-        make = lambda key, s: acdc_surface_pair(key, s, mcsr, VQVAEConfig(), data_root)  # noqa: E731
+        make = lambda key, s: acdc_surface_pair(key, s, mcsr, VQVAEConfig(), data_root, device)  # noqa: E731
     else:
-        shapes = _cohort_paths(data_root, subjects)
-        make = lambda path, s: surface_pair(path, s, mcsr, VQVAEConfig())  # noqa: E731
+        shapes = cohort_paths(data_root, subjects)
+        make = lambda path, s: surface_pair(path, s, mcsr, VQVAEConfig(), device)  # noqa: E731
     jobs = [(p, seed * 100003 + 1000 * i + r) for r in range(n_per_subject) for i, p in enumerate(shapes)]
     done = dict(np.load(part)) if part.is_file() else {}
     cond, truth, names = (list(done.get("condition", [])), list(done.get("truth", [])),
@@ -292,15 +272,9 @@ def make_pairs(output, mcsr_weights, n_per_subject: int = 10, subjects=None, dat
 class SDGTrainConfig(BudgetConfig):
     lr: float = 5e-4
     batch: int = 2
-    refresh_every: int = 10 ** 9  # no heart pool: the pairs are fixed
     pairs: str = ""
     bend_mm: float = 0.0  # ldm: amplitude of the smooth long-axis bend augmentation (:func:`bend_latents`)
     init: str = ""  # ldm: the weights the run started from (recorded for the model card)
-
-
-class _NoPool:
-    def refresh(self) -> None:
-        pass
 
 
 def _load_pairs(paths, clip_mm: float):
@@ -314,6 +288,13 @@ def _load_pairs(paths, clip_mm: float):
     return norm("condition"), norm("truth")
 
 
+def pair_sources(paths) -> Tuple[str, ...]:
+    """The data sets ('ct', 'acdc') the pairs files were made from, read from their subject names
+    (ACDC keys start with 'patient'): the model card names their terms."""
+    names = [str(s) for f in str(paths).split(",") if f for s in np.load(f)["subject"]]
+    return tuple(sorted({"acdc" if s.startswith("patient") else "ct" for s in names}, key=PAIR_SOURCES.index))
+
+
 def train_vqvae(cfg: SDGTrainConfig, output: Path, resume: bool = False, log=print) -> Path:
     """VQ-VAE on the SDGs of the pairs, ground truths and conditions alike (its encoder encodes
     both at inference): L1, weighted up to 4x near the surfaces (the zero level set is what
@@ -323,34 +304,33 @@ def train_vqvae(cfg: SDGTrainConfig, output: Path, resume: bool = False, log=pri
 
     from ..networks.latent_diffusion import SDGAutoencoder, VQVAEConfig
 
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    cfg = started(cfg)
     model = SDGAutoencoder(VQVAEConfig())
     truth = torch.cat(_load_pairs(cfg.pairs, model.config.clip_mm))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    ckpt = _checkpoint_path(output)
-    step, already, history = _resume(model, opt, ckpt, resume, "vqvae", log)
-    gen = torch.Generator().manual_seed(cfg.seed + step)
+    run = budgeted_trainer("vqvae", cfg, model, output, resume, log)
+    gen = torch.Generator().manual_seed(cfg.seed + run.step)
 
-    def sample_loss():
+    def sample_loss(step):
         idx = torch.randint(len(truth), (cfg.batch,), generator=gen)
         x = torch.stack([torch.roll(truth[i], tuple(torch.randint(-3, 4, (2,), generator=gen).tolist()), dims=(2, 3))
-                         for i in idx])
+                         for i in idx]).to(cfg.device)
         recon, q_loss = model(x)
         weight = 1.0 + 3.0 * torch.exp(-x.abs() * (model.config.clip_mm / NEAR_SURFACE_MM))
         return (weight * (recon - x).abs()).mean() + q_loss.mean()
 
-    return _train_loop("vqvae", model, opt, cfg, _NoPool(), 1, sample_loss, output, ckpt, step, already, history,
-                       log)
+    return run.run_budget(cfg, sample_loss).export(output, samples=run.step * cfg.batch, data=pair_sources(cfg.pairs))
 
 
 def encode_pairs(vqvae, pairs, batch: int = 8):
-    """(condition latents, truth latents) of every pair with the trained VQ-VAE (a loaded network)."""
+    """(condition latents, truth latents) of every pair with the trained VQ-VAE (a loaded network,
+    on its device; the latents come back on the CPU)."""
     import torch
 
+    device = next(vqvae.parameters()).device
     cond, truth = _load_pairs(pairs, vqvae.config.clip_mm)
     with torch.no_grad():
-        enc = lambda a: torch.cat([vqvae.encode(a[i:i + batch]) for i in range(0, len(a), batch)])  # noqa: E731
+        enc = lambda a: torch.cat([vqvae.encode(a[i:i + batch].to(device)).cpu()  # noqa: E731
+                                   for i in range(0, len(a), batch)])
         return enc(cond), enc(truth)
 
 
@@ -397,14 +377,13 @@ def train_ldm(cfg: SDGTrainConfig, vqvae_weights, output: Path, resume: bool = F
     from ..networks.latent_diffusion import LatentDenoiser, LDMConfig, ddpm_scheduler
     from ..networks.checkpoint import load_network
 
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    cfg = started(cfg)
     if init and resume:
         raise InputError("--resume continues a checkpoint and --init starts a new run from weights: use one.")
     if init:
         cfg = replace(cfg, init=str(init))
     start = load_network(weights.resolve(init), "ldm") if init else None
-    vqvae = load_network(vqvae_weights, "vqvae")
+    vqvae = load_network(vqvae_weights, "vqvae").to(cfg.device)
     cond, truth = encode_pairs(vqvae, cfg.pairs)
     model = LatentDenoiser(start.config if start is not None else LDMConfig(latent_scale=float(truth.std())))
     scale = model.config.latent_scale
@@ -413,14 +392,12 @@ def train_ldm(cfg: SDGTrainConfig, vqvae_weights, output: Path, resume: bool = F
         log(f"starting from the denoiser {init}")
     scheduler = ddpm_scheduler(model.config)
     cond, truth = cond / scale, truth / scale
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    ckpt = _checkpoint_path(output)
-    step, already, history = _resume(model, opt, ckpt, resume, "ldm", log)
-    gen = torch.Generator().manual_seed(cfg.seed + step)
+    run = budgeted_trainer("ldm", cfg, model, output, resume, log)
+    gen = torch.Generator().manual_seed(cfg.seed + run.step)
     n_t = model.config.num_train_timesteps
     latent_mm = float(vqvae.config.spacing_mm[0]) * vqvae.config.downsampling  # in-plane size of a latent voxel
 
-    def sample_loss():
+    def sample_loss(step):
         idx = torch.randint(len(truth), (cfg.batch,), generator=gen)
         roll = tuple(torch.randint(-1, 2, (2,), generator=gen).tolist())  # one latent voxel = 4 SDG voxels
         x0, c = torch.roll(truth[idx], roll, dims=(3, 4)), torch.roll(cond[idx], roll, dims=(3, 4))
@@ -429,107 +406,96 @@ def train_ldm(cfg: SDGTrainConfig, vqvae_weights, output: Path, resume: bool = F
             x0, c = bend_latents(x0, bends), bend_latents(c, bends)
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, n_t, (cfg.batch,), generator=gen)
+        x0, c, noise, t = to_device(cfg.device, x0, c, noise, t)  # drawn on the CPU: the same samples on any device
         pred = model(scheduler.add_noise(x0, noise, t), t, c)
         target = x0 if model.config.prediction_type == "sample" else noise
         return torch.nn.functional.mse_loss(pred, target)
 
-    return _train_loop("ldm", model, opt, cfg, _NoPool(), 1, sample_loss, output, ckpt, step, already, history, log)
+    return run.run_budget(cfg, sample_loss).export(output, samples=run.step * cfg.batch, data=pair_sources(cfg.pairs))
 
 
 # ---------------------------------------------------------------------------------------------
 # Model cards and installation
 # ---------------------------------------------------------------------------------------------
 
-CITATION = (
-    "* Method: Zhang et al., \"Mask2Surface\" (MCSR-Net + coarse signed distance grids + VQ-VAE latent "
-    "diffusion; `shared/papers/001`), MCSR-Net after Chen et al. 2024, MCSR-ETE. Re-implemented from the "
-    "papers; no peer code used.\n"
-    "* Data: the 19-subject whole-heart CT shape model of Rodero et al., \"Linking statistical shape models "
-    "and simulated function in the healthy adult human heart\", PLOS Computational Biology 17(4):e1008851 "
-    "(2021): the 15 training subjects (subject_00-14) only; subject_15-18 are held out for validation and "
-    "the PCA shapes (which saw every subject) are not used. Ground-truth SDGs from the subjects' "
-    "template-registered meshes.\n"
-    "* Networks from MONAI (`UNet`, `VQVAE`, `DiffusionModelUNet`, `DDPMScheduler`, `DDIMScheduler`).")
+METHOD = ('Zhang et al., "Mask2Surface" (MCSR-Net + coarse signed distance grids + VQ-VAE latent diffusion; '
+          "`shared/papers/001`), MCSR-Net after Chen et al. 2024, MCSR-ETE. Re-implemented from the papers; no peer "
+          "code used. Networks from MONAI (`UNet`, `VQVAE`, `DiffusionModelUNet`, `DDPMScheduler`, `DDIMScheduler`).")
+DATA_USED = {"ct": "the CT cohort's 15 training subjects (subject_00-14) only; subject_15-18 are held out for "
+                   "validation and the PCA shapes (which saw every subject) are not used. Ground-truth SDGs from the "
+                   "subjects' template-registered meshes.",
+             "acdc": "MRI-shaped pairs from the ACDC training patients: the pseudo high-resolution shapes (centroid "
+                     "alignment + shape-based interpolation) of their ED/ES label stacks, re-degraded and corrected "
+                     "by MCSR-Net; target = the shape's own C-SDG. The ACDC validation patients are held out."}
+USE = {"mcsr": "As stage 1 of the `mask2surface` method (motion correction and super-resolution of the stack).",
+       "vqvae": "As the signed-distance autoencoder of the `mask2surface` method's refinement.",
+       "ldm": "As the latent denoiser of the `mask2surface` method's refinement."}
 
 _CARD_TEXT = {
     "mcsr": ("MCSR-Net (Mask2Surface stage 1)",
              "Per-slice in-plane translation (MC-Net, bilinear slice warp) and through-plane super-resolution "
              "to 2 mm (SR-Net, MONAI UNet with (1, 2, 2) strides) of a biventricular SAX label stack on the "
              "canonical 64 x 64 x 2.5 mm grid.",
-             "cardiac-recon train mask2surface mcsr --output mcsr.pt --minutes {minutes:g}"),
+             "cardiac-recon train mask2surface mcsr --output mcsr.pt"),
     "vqvae": ("Mask2Surface VQ-VAE over signed distance grids",
               "MONAI VQVAE (codebook 1024, latent dimension 8, downsampling x2) over 4-channel SDGs (LV "
               "myocardium, LV endocardium, LV epicardium, RV endocardium; mm / 20, clipped) on a 32 x 64 x 64 "
               "grid of 2.5 x 2.5 x 4 mm. Its encoder also encodes the condition (the C-SDG of MCSR-Net's output).",
-              "cardiac-recon train mask2surface vqvae --pairs pairs.npz --output m2s_vqvae.pt --minutes {minutes:g}"),
+              "cardiac-recon train mask2surface vqvae --pairs {pairs} --output m2s_vqvae.pt"),
     "ldm": ("Mask2Surface latent denoiser",
             "MONAI DiffusionModelUNet on [noisy latent, condition latent] (8 + 8 channels at 16 x 32 x 32); DDPM "
             "training with 1000 steps and linear betas 0.0015-0.0195, clean-latent (x0) prediction as the "
             "condition latent plus the UNet's output (condition residual); DDIM sampling with 10 steps at "
             "inference; the pipeline adds the decoded change to the C-SDG (residual decoding).",
-            "cardiac-recon train mask2surface ldm --pairs pairs.npz --vqvae m2s_vqvae.pt --output m2s_ldm.pt "
-            "--minutes {minutes:g}"),
+            "cardiac-recon train mask2surface ldm --pairs {pairs} --vqvae m2s_vqvae.pt --output m2s_ldm.pt"),
 }
 
 
-def _ldm_options(train: Dict) -> str:
-    """The denoiser command's options that are not the defaults."""
+def _sdg_options(train: Dict) -> str:
+    """The VQ-VAE's or denoiser's options that are not the defaults (--init and --bend-mm: ldm only)."""
     default_lr = SDGTrainConfig.lr
     out = f" --lr {train['lr']:g}" if train.get("lr", default_lr) != default_lr else ""
     out += f" --init {Path(train['init']).name}" if train.get("init") else ""
     return out + (f" --bend-mm {train['bend_mm']:g}" if train.get("bend_mm") else "")
 
 
-def _samples(kind: str, meta: Dict, train: Dict) -> int:
-    """Training samples seen: MCSR counts its accumulated samples; the SDG networks draw a batch
-    per step."""
-    return int(meta.get("samples", 0)) if kind == "mcsr" else int(meta.get("steps", 0)) * int(train.get("batch", 1))
+def model_card(kind: str, weights_path, metrics: Dict[str, float], pairs_note: str = "",
+               selection: str = DEFAULT_SELECTION) -> str:
+    """Markdown model card of a trained weights file (:mod:`.cards`)."""
+    from .cards import Card, budget_note, budget_options, metrics_table, render, weights_facts
 
-
-def model_card(kind: str, weights_path, metrics: Dict[str, float], pairs_note: str = "") -> str:
-    """Markdown model card (data and citation, configuration, training, validation, SHA-256)."""
-    import torch
-
-    from ..networks.weights import sha256
-
-    obj = torch.load(str(weights_path), map_location="cpu", weights_only=True)
-    meta, cfg = obj.get("meta", {}), obj["config"]
-    train = meta.get("train_config", {})
-    title, what, command = _CARD_TEXT[kind]
-    n_params = sum(int(np.prod(v.shape)) for v in obj["state_dict"].values())
-    lines = [f"# {title}", "", what, "", "## Data and citation", "", CITATION, "", "## Training", "",
-             f"* Command: `{command.format(minutes=train.get('minutes', 0))}{_ldm_options(train) if kind == 'ldm' else ''}`",
-             f"* Device: {meta.get('device', 'cpu')}, torch {meta.get('torch', '?')}; "
-             f"{meta.get('train_minutes', 0):.1f} min, {meta.get('steps', 0)} optimiser steps, "
-             f"{_samples(kind, meta, train)} samples (a reduced CPU budget: no GPU was lent to this task).",
-             f"* Network configuration: `{json.dumps(cfg)}` ({n_params} parameters).",
-             f"* Training configuration: `{json.dumps(train)}`."]
+    meta, cfg, train, facts = weights_facts(weights_path, "each a freshly degraded, augmented heart" if kind == "mcsr"
+                                            else "SDG pairs drawn at random, shifted in-plane")
     if pairs_note and kind != "mcsr":
-        lines.append(f"* {pairs_note}")
-    lines += ["", "## Validation (held-out CT hearts subject_15-18, 3 seeds)", "",
-              "Measured through the `mask2surface` pipeline by `cardiac-recon train mask2surface validate`; "
-              "Chamfer distance (mm, symmetric, exact point-to-mesh) to the ground-truth surfaces from the meshes, "
-              "mean over LV myocardium, LV endo-, LV epi- and RV endocardium; plain myocardium Dice of the "
-              "voxelised surfaces; displacement error per slice with the means removed; presets normal and "
-              "mask2surface.", "",
-              "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.3f} |" for k, v in metrics.items()]
-    lines += ["", "## Limits", "",
-              "* End-diastolic CT anatomy of 15 healthy adults with affine (MCSR: also elastic) augmentation; "
-              "small CPU-trained networks. A common shift of all slices is invisible in a SAX stack: "
-              "displacements are centred on the labelled slices.", "",
-              f"SHA-256 of the weights file: `{sha256(weights_path)}`", ""]
-    return "\n".join(lines)
+        facts["training"].append(pairs_note)
+    title, what, command = _CARD_TEXT[kind]
+    data = tuple(meta.get("data", ("ct",)))
+    pairs = ",".join(Path(f).name for f in str(train.get("pairs", "pairs.npz")).split(","))
+    command = command.format(pairs=pairs) + budget_options(train) + ("" if kind == "mcsr" else _sdg_options(train))
+    validation = metrics_table(
+        "## Validation (held-out CT hearts subject_15-18, 3 seeds)",
+        "Measured through the `mask2surface` pipeline by `cardiac-recon train mask2surface validate`; Chamfer "
+        "distance (mm, symmetric, exact point-to-mesh) to the ground-truth surfaces from the meshes, mean over LV "
+        "myocardium, LV endo-, LV epi- and RV endocardium; plain myocardium Dice of the voxelised surfaces; "
+        "displacement error per slice with the means removed; presets normal and mask2surface.", metrics)
+    return render(Card(
+        title=title, summary=what, use=USE[kind], method=METHOD, data=data,
+        data_used=" ".join(DATA_USED[d] for d in data), command=command, validation=validation,
+        selection=selection, notes=(budget_note(train),),
+        limits=("End-diastolic CT anatomy of 15 healthy adults with affine (MCSR: also elastic) augmentation; "
+                "small networks trained for minutes. A common shift of all slices is invisible in a SAX stack: "
+                "displacements are centred on the labelled slices.",), **facts))
 
 
-def validate(root=None, seeds=(0, 1, 2), presets=("normal", "mask2surface"), log=print) -> Dict[str, float]:
+def validate(root=None, seeds=(0, 1, 2), presets=("normal", "mask2surface"), log=print,
+             device: str = "auto") -> Dict[str, float]:
     """Mean plain myocardium Dice, displacement error and Chamfer distance (mm) of ``mask2surface``
     and of MCSR-Net alone on the held-out hearts (the numbers of the model cards)."""
     from ..evaluation.bench import benchmark, cohort_anatomies
 
     rows = benchmark(cohort_anatomies(root), presets, ["mask2surface"], seeds,
                      method_options={"mask2surface": {}}, surface_metrics=True,
-                     progress=lambda m: log(f"validate {m}"))
+                     progress=lambda m: log(f"validate {m}"), device=device)
     out = {}
     for key in ("dice_MYO", "displacement_error_mean_removed_mm", "chamfer_mean_mm", "chamfer_LV_myocardium_mm"):
         vals = [r[key] for r in rows if key in r and np.isfinite(r[key])]
@@ -539,13 +505,13 @@ def validate(root=None, seeds=(0, 1, 2), presets=("normal", "mask2surface"), log
 
 
 def install_weights(paths: Dict[str, str], metrics: Dict[str, float], pairs_note: str = "", directory=None,
-                    log=print) -> None:
+                    log=print, selection: str = DEFAULT_SELECTION) -> None:
     """Register the three weights files with model cards in the weights folder (manifest)."""
     from ..methods.mask2surface import LDM_WEIGHTS, MCSR_WEIGHTS, VQVAE_WEIGHTS
 
     names = {"mcsr": MCSR_WEIGHTS, "vqvae": VQVAE_WEIGHTS, "ldm": LDM_WEIGHTS}
     for kind, path in paths.items():
-        entry = weights.register(names[kind], path, model_card(kind, path, metrics, pairs_note), directory)
+        entry = weights.register(names[kind], path, model_card(kind, path, metrics, pairs_note, selection), directory)
         log(f"installed {names[kind]}: {entry}")
 
 
@@ -576,21 +542,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bend-mm", type=float, default=0.0,
                    help="ldm: amplitude (mm) of the smooth long-axis bend shared by condition and target "
                         "(augmentation; 0: off)")
+    add_selection_argument(p)
 
 
 def main(args) -> int:
+    args.device = resolve_device(args.device)  # a CUDA request without CUDA fails here, before any data is read
     subjects = tuple(s.strip() for s in args.subjects.split(",")) if args.subjects else None
     if args.stage in ("validate", "install"):
         from ..methods.mask2surface import using_weights
 
+        if args.stage == "install" and not (args.mcsr and args.vqvae and args.ldm):
+            raise InputError("install needs --mcsr, --vqvae and --ldm weights files.")
         with using_weights(mcsr=args.mcsr, vqvae=args.vqvae, ldm=args.ldm):
-            metrics = validate(args.data)
+            metrics = validate(args.data, device=args.device)
         print(json.dumps(metrics, indent=2))
         if args.stage == "install":
-            if not (args.mcsr and args.vqvae and args.ldm):
-                raise InputError("install needs --mcsr, --vqvae and --ldm weights files.")
             note = f"SDG pairs: {args.per_subject} per training subject" if args.per_subject else ""
-            install_weights({"mcsr": args.mcsr, "vqvae": args.vqvae, "ldm": args.ldm}, metrics, note)
+            install_weights({"mcsr": args.mcsr, "vqvae": args.vqvae, "ldm": args.ldm}, metrics, note,
+                            selection=args.selection)
         return 0
     if not args.output:
         raise InputError(f"train mask2surface {args.stage} needs --output FILE.")
@@ -603,7 +572,8 @@ def main(args) -> int:
             raise InputError("train mask2surface pairs needs --mcsr MCSR.pt (a trained MCSR-Net).")
         if not args.resume:
             output.with_suffix(".part.npz").unlink(missing_ok=True)
-        make_pairs(output, args.mcsr, args.per_subject, subjects, args.data, args.seed, args.threads, args.source)
+        make_pairs(output, args.mcsr, args.per_subject, subjects, args.data, args.seed, args.threads, args.source,
+                   args.device)
     else:
         if not args.pairs:
             raise InputError(f"train mask2surface {args.stage} needs --pairs PAIRS.npz.")

@@ -1,0 +1,35 @@
+"""Stacks whose slice axis is i, j or k (and oblique) read the same way: the slice axis is found
+from the spacings, the engine works with it as k, and results go back in the file's axis order."""
+
+import numpy as np
+import pytest
+
+from CardiacReconstructionLib.core import axes
+from CardiacReconstructionLib.core.errors import InputError
+from conftest import oblique_matrix, ring_stack
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_the_slice_axis_is_found_and_moved_to_k_and_back(axis):
+    working = ring_stack(n_slices=6, size=20, matrix=oblique_matrix())
+    order = axes.order_with_slices_last(axis)
+    stored = axes.restore_axes(working, order)  # as a file with its slices along `axis`
+    assert axes.slice_axis(stored, "f") == axis
+    back, found = axes.with_slices_as_k(stored, "f")
+    assert found == order
+    np.testing.assert_array_equal(back.array, working.array)
+    np.testing.assert_allclose(back.ijk_to_ras, working.ijk_to_ras)
+    # every voxel keeps its physical position in the stored layout
+    k, j, i = 2, 7, 11
+    ijk_stored = np.array([i, j, k])[list(axes.inverse(order))]
+    np.testing.assert_allclose(stored.geometry.index_to_ras(ijk_stored), working.geometry.index_to_ras([i, j, k]))
+    assert stored.array[tuple(ijk_stored[::-1])] == working.array[k, j, i]
+
+
+def test_isotropic_stacks_are_refused_unless_the_axis_is_given():
+    volume = ring_stack(n_slices=6, size=20, spacing=(1.5, 1.5, 1.6))
+    with pytest.raises(InputError, match=r"cannot tell the slice axis.*--slice-axis i\|j\|k"):
+        axes.slice_axis(volume, "sax.nii.gz")
+    assert axes.slice_axis(volume, "sax.nii.gz", given="j") == 1
+    with pytest.raises(InputError, match="one of i, j, k"):
+        axes.slice_axis(volume, "sax.nii.gz", given="z")
