@@ -208,6 +208,7 @@ class CardiacReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMi
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.checkInputsButton.connect("clicked(bool)", self.onCheckInputsButton)
         self.ui.methodComboBox.connect("currentIndexChanged(int)", self.onMethodChanged)
         self.ui.installLearnedButton.connect("clicked(bool)", self.onInstallLearnedButton)
         # Asking PyTorch for the device imports it (seconds, and opening the module must not load
@@ -300,6 +301,8 @@ class CardiacReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMi
         self._deviceInfoShown = True
 
     def _checkCanApply(self) -> None:
+        self.ui.checkInputsButton.enabled = bool(self._run is None and self._parameterNode
+                                                 and self._parameterNode.saxSegmentation)
         if self._run is not None:
             self.ui.applyButton.text = _("Cancel")
             self.ui.applyButton.toolTip = _("Stop the running reconstruction; the scene is left unchanged.")
@@ -495,7 +498,23 @@ class CardiacReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMi
         if self._deviceInfoShown:  # torch may just have been installed
             self._showDeviceInfo()
 
-    # -- Apply, progress, Cancel ----------------------------------------------------------------
+    # -- Check inputs, Apply, progress, Cancel --------------------------------------------------
+
+    def onCheckInputsButton(self) -> None:
+        """What ``cardiac-recon check`` prints, for the nodes selected here."""
+        p = self._parameterNode
+        try:
+            if not self.logic.ensureDependencies(requires=()):
+                return
+            with slicer.util.WaitCursor():
+                text = self.logic.checkInputs(p.saxSegmentation, lax2ch=p.lax2ch, lax3ch=p.lax3ch, lax4ch=p.lax4ch,
+                                              imageNode=p.saxImage, convention=p.convention,
+                                              sliceSpacing=None if p.sliceSpacing <= AUTO_SLICE_SPACING
+                                              else p.sliceSpacing)
+        except Exception as exc:
+            showError(exc, _("Could not read the inputs."))
+            return
+        slicer.util.infoDisplay(text, windowTitle=_("Cardiac Reconstruction: inputs"))
 
     def onApplyButton(self) -> None:
         """Apply starts a background run; while one runs the same button cancels it."""
@@ -930,6 +949,14 @@ class CardiacReconstructionLogic(ScriptedLoadableModuleLogic):
 
     # -- nodes <-> engine -------------------------------------------------------------------------
 
+    def checkInputs(self, saxNode, lax2ch=None, lax3ch=None, lax4ch=None, imageNode=None, convention="auto",
+                    sliceSpacing=None) -> str:
+        """The report of ``cardiac-recon check`` for these nodes (nothing runs, nothing changes)."""
+        from CardiacReconstructionLib.check import report
+
+        case, messages = self._readInputs(saxNode, None, lax2ch, lax3ch, lax4ch, imageNode, convention)
+        return "\n".join(report(case, messages, sliceSpacing))
+
     @staticmethod
     def _readInputs(saxNode, outputSegmentation, lax2ch, lax3ch, lax4ch, imageNode, convention):
         """The engine case of the input nodes and the label-mapping messages (nodes untouched)."""
@@ -1183,6 +1210,9 @@ class CardiacReconstructionTest(ScriptedLoadableModuleTest):
         case, saxNode, laxNode = self._phantomCase()
         before = mrml.volume_from_node(saxNode)[0].array.copy()
         logic = CardiacReconstructionLogic()
+        report = logic.checkInputs(saxNode, lax4ch=laxNode)
+        self.assertIn(f"{case.n_slices} slices along the file's k axis", report)
+        self.assertIn("4ch view: its plane is", report)
         spacing = float(case.truth.spacing[2])
         for method in methods.available():
             self.delayDisplay(f"Running {method.name}")

@@ -15,9 +15,9 @@ PACKAGE = "CardiacReconstructionLib"
 
 #: The layers, lowest first (``|`` joins layers of equal rank); a module may import its own layer
 #: and those below. See test_layers.py for what each holds.
-LAYERS = ["core", "anatomy", "networks", "methods", "mrml|worker",
+LAYERS = ["core", "anatomy", "networks", "methods", "mrml|worker|check",
           "simulation", "training.cohort", "evaluation", "training", "cli|__main__"]
-RUNTIME = {"core", "anatomy", "networks", "methods", "mrml", "worker"}
+RUNTIME = {"core", "anatomy", "networks", "methods", "mrml", "worker", "check"}
 
 
 def layer_of(module: str) -> int:

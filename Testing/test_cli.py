@@ -54,7 +54,7 @@ def test_run_with_lax_and_image(simulated, tmp_path):
     labels = io.read_volume(out / "labels.seg.nrrd")
     assert labels.shape[0] == case.n_slices * 5
     rows = list(csv.DictReader(open(out / "displacements.csv")))
-    assert len(rows) == case.n_slices and set(rows[0]) == {"slice", "dx_mm", "dy_mm"}
+    assert len(rows) == case.n_slices and set(rows[0]) == {"slice", "dx_mm", "dy_mm", "estimated"}
     corrected = io.read_volume(out / "corrected_image.nii.gz")
     assert corrected.shape == case.sax.shape
     info = json.loads((out / "run.json").read_text())

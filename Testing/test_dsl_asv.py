@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from CardiacReconstructionLib import methods  # noqa: E402
-from CardiacReconstructionLib.networks import weights
+from CardiacReconstructionLib.networks import weights  # noqa: E402
 from CardiacReconstructionLib.core.case import Case  # noqa: E402
 from CardiacReconstructionLib.simulation.cases import make_case  # noqa: E402
 from CardiacReconstructionLib.core.errors import InputError  # noqa: E402
@@ -98,7 +98,9 @@ def test_surface_to_volume_before_and_after_reported(severe_result):
 @pytest.mark.slow
 def test_correction_none_reports_zero_displacements(severe_case):
     result = methods.run("dsl_asv", severe_case, correction="none")
-    assert not result.displacements.any()
+    measured = result.estimated
+    assert measured.any() and not result.displacements[measured].any()
+    assert np.isnan(result.displacements[~measured]).all()  # slices without labels: not measured
 
 
 @needs_weights

@@ -5,8 +5,8 @@ import pytest
 import SimpleITK as sitk
 
 from CardiacReconstructionLib.core.errors import InputError
-from CardiacReconstructionLib.core.geometry import (LPS_TO_RAS, Geometry, Volume, from_sitk, from_slicerio_voxels, resample,
-                                               to_sitk, to_slicerio_voxels)
+from CardiacReconstructionLib.core.geometry import (LPS_TO_RAS, Geometry, Volume, from_sitk, from_slicerio_voxels,
+                                                    resample, to_sitk, to_slicerio_voxels)
 
 
 def _labels(shape=(5, 7, 9), seed=0):

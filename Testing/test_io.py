@@ -116,7 +116,8 @@ def test_read_case_with_image_and_lax(tmp_path):
     m[:3, :3] = np.array([[1.5, 0, 0], [0, 0, -1.0], [0, 1.5, 0]])
     m[:3, 3] = (0, 36.0, 0)
     io.write_segmentation(Volume(lax, m), tmp_path / "lax.nii.gz")
-    case, messages = io.read_case(tmp_path / "sax.seg.nrrd", [("4ch", tmp_path / "lax.nii.gz")], tmp_path / "img.nii.gz")
+    case, messages = io.read_case(tmp_path / "sax.seg.nrrd", [("4ch", tmp_path / "lax.nii.gz")],
+                                  tmp_path / "img.nii.gz")
     assert case.n_slices == 6 and case.lax[0].view == "4ch" and case.image.shape == sax.shape
     assert len(messages) == 2
 

@@ -216,6 +216,7 @@ def _mrml_importable():
     return hasattr(slicer, "vtkMRMLScene")  # slicer-core (Python 3.10+) or the application
 
 
+@pytest.mark.slow
 def test_engine_entry_points_import_and_list_methods_without_torch_or_monai(tree):
     """Every engine module the module file imports (those opening reaches and the rest) imports
     where torch and MONAI cannot; the classical methods are listed as available, the learned

@@ -11,9 +11,9 @@ if not hasattr(slicer, "vtkMRMLScene"):
 import vtk  # noqa: E402  (slicer-core brings the matching vtk)
 
 from CardiacReconstructionLib import methods, mrml  # noqa: E402
-from CardiacReconstructionLib.simulation import cases
-from CardiacReconstructionLib.core import io
-from CardiacReconstructionLib.simulation import phantom
+from CardiacReconstructionLib.simulation import cases  # noqa: E402
+from CardiacReconstructionLib.core import io  # noqa: E402
+from CardiacReconstructionLib.simulation import phantom  # noqa: E402
 from CardiacReconstructionLib.core.case import Case  # noqa: E402
 from CardiacReconstructionLib.core.errors import InputError  # noqa: E402
 from CardiacReconstructionLib.core.geometry import Volume, make_ijk_to_ras  # noqa: E402

@@ -265,7 +265,7 @@ def _cmake_list(text: str, variable: str):
 #: (the phantom simulation, evaluation/metrics.py); the benchmark, figures and training stay in
 #: the pip package.
 SHIPPED_PACKAGES = ("core", "anatomy", "networks", "methods", "simulation")
-SHIPPED_MODULES = ("", "__main__", "cli", "mrml", "worker", "evaluation", "evaluation.metrics")
+SHIPPED_MODULES = ("", "__main__", "cli", "check", "mrml", "worker", "evaluation", "evaluation.metrics")
 #: The CLI's development commands, which import unshipped layers on use (the shipped CLI refuses
 #: them in one line, see test_the_shipped_files_alone_run_a_method).
 CLI_DEVELOPMENT_IMPORTS = {"evaluation.bench", "evaluation.figures", "training"}

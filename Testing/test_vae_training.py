@@ -126,7 +126,8 @@ def test_training_runs_and_resumes_exactly(tmp_path):
     card = (tmp_path / "weights" / entry["card"]).read_text()
     assert entry["sha256"] in card and "16 x 16 x 16" in card and "Validation" in card
     threads = torch.get_num_threads()
-    assert f"--epochs 3 --lr 0.001 --seed 0 --threads {threads} --device cpu --register tiny_vae" in card  # reproduces it
+    # reproduces it
+    assert f"--epochs 3 --lr 0.001 --seed 0 --threads {threads} --device cpu --register tiny_vae" in card
     assert "## Intended use" in card and "not for diagnosis" in card and "Apache-2.0" in card
     assert json.loads((tmp_path / "resumed" / "lo_vae.json").read_text())["device"] == "cpu"
     # ... including the grid and network, which are not the defaults here
@@ -143,7 +144,8 @@ def test_model_card_of_the_shipped_prior_keeps_its_command_and_grid_note():
     assert _network_options(asdict(TrainConfig())) == ""
     grown = asdict(TrainConfig(grid_shape=(64, 128, 128), spacing=(1.25, 1.25, 2.0), channels=(8, 16, 32, 64, 128),
                                augmentations=24))
-    assert _network_options(grown) == " --grid 64,128,128 --spacing 1.25,1.25,2 --channels 8,16,32,64,128 --augmentations 24"
+    assert _network_options(grown) == (" --grid 64,128,128 --spacing 1.25,1.25,2 --channels 8,16,32,64,128"
+                                       " --augmentations 24")
 
 
 def test_resume_without_checkpoint_is_an_input_error(tmp_path):

@@ -81,8 +81,8 @@ def _format_table(rows: List[dict], columns: Sequence[str]) -> str:
     return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 
-TABLE_COLUMNS = ("method", "dice_LV", "dice_MYO", "dice_RV", "dice_mean", "hd95_mean", "assd_mean", "displacement_error_mm",
-                 "time_s")
+TABLE_COLUMNS = ("method", "dice_LV", "dice_MYO", "dice_RV", "dice_mean", "hd95_mean", "assd_mean",
+                 "displacement_error_mm", "time_s")
 
 
 def _checked_output(args) -> List[Path]:
@@ -102,19 +102,18 @@ def _write_record(folder: Path, info: Dict) -> None:
                                                 indent=2))
 
 
-def _write_result(result, folder: Path, prefix: str = "") -> None:
+def _write_result(result, folder: Path, prefix: str = "", axis_order=(0, 1, 2)) -> None:
+    """Labels in the input file's axis order (``axis_order``: the case's), displacements,
+    surfaces (physical, so no axis order)."""
+    from .core.axes import restore_axes
     from .core.io import write_displacements, write_segmentation
     from .core.surfaces import write_surface
 
-    write_segmentation(result.labels, folder / f"{prefix}labels.seg.nrrd")
-    write_displacements(result.displacements, folder / f"{prefix}displacements.csv")
+    write_segmentation(restore_axes(result.labels, axis_order), folder / f"{prefix}labels.seg.nrrd")
+    write_displacements(result.displacements, folder / f"{prefix}displacements.csv", estimated=result.estimated)
     for key, polydata in result.surfaces.items():
         write_surface(polydata, folder / f"{prefix}surface_{key}.vtp")
 
-
-# ---------------------------------------------------------------------------------------------
-# commands
-# ---------------------------------------------------------------------------------------------
 
 def cmd_demo(args) -> int:
     from . import methods
@@ -164,12 +163,14 @@ def cmd_demo(args) -> int:
 def cmd_run(args) -> int:
     from . import methods
     from .core.io import read_case, staged_folder, write_volume
+    from .core.axes import restore_axes
     from .core.stack import shift_slices
     from .worker import cancel_file_checker, progress_printer
 
     method = methods.get(args.method)
     replace = _checked_output(args)
-    case, messages = read_case(args.input, _parse_lax(args.lax), args.image, args.convention)
+    case, messages = read_case(args.input, _parse_lax(args.lax), args.image, args.convention,
+                               slice_axis=args.slice_axis)
     for m in messages:
         print(m, file=sys.stderr)
     cancel = cancel_file_checker(args.cancel_file)
@@ -186,14 +187,20 @@ def cmd_run(args) -> int:
             bar.close()
     if cancel is not None and cancel():
         raise Cancelled("Cancelled by the user.")
+    axis_order = tuple(case.info["axis_order"])
     with staged_folder(args.output, replace) as out:
-        _write_result(result, out)
+        _write_result(result, out, axis_order=axis_order)
         if case.image is not None:
             order = 0 if case.image.is_label else 1
-            write_volume(shift_slices(case.image, -result.displacements, order=order), out / "corrected_image.nii.gz")
+            shifts = np.nan_to_num(result.displacements)  # slices without labels stay where they are
+            corrected = restore_axes(shift_slices(case.image, -shifts, order=order), axis_order)
+            write_volume(corrected, out / "corrected_image.nii.gz")
         _write_record(out, {"command": "run", "method": method.name, "input": str(args.input), "messages": messages,
                             "timings": result.timings, "output_shape_kji": list(result.labels.shape),
                             "output_spacing_ijk": result.labels.spacing.tolist(),
+                            "weights_sha256": _user_weights(result.diagnostics.get("options", {})),
+                            "displacements_mm": _jsonable(result.displacements),
+                            "displacement_estimated": _jsonable(result.estimated),
                             "diagnostics": _jsonable(result.diagnostics)})
     print(f"{method.title}: {result.timings['total_s']:.2f} s; wrote {args.output}/")
     return 0
@@ -211,6 +218,16 @@ def _jsonable(obj):
     if isinstance(obj, (np.integer, int, bool, str)) or obj is None:
         return obj.item() if isinstance(obj, np.generic) else obj
     return str(obj)
+
+
+def cmd_check(args) -> int:
+    from .check import report
+    from .core.io import read_case
+
+    case, messages = read_case(args.input, _parse_lax(args.lax), args.image, args.convention,
+                               slice_axis=args.slice_axis)
+    print("\n".join(report(case, messages, args.slice_spacing)))
+    return 0
 
 
 def cmd_degrade(args) -> int:
@@ -252,8 +269,8 @@ def cmd_evaluate(args) -> int:
 SURFACE_NOTE = ("Surfaces: Chamfer distance and mesh ASSD (exact point-to-mesh, mm) to the ground-truth "
                 "surfaces (CT: from the template-registered meshes; phantom: zero level set of the truth's signed "
                 "distance), mean over LV myocardium, LV endo-, LV epi- and RV endocardium; methods without "
-                "surfaces of their own are meshed by marching cubes at 0.5 on their labels; curvature_spread = robust spread "
-                "of the mean curvature (1/mm, lower is smoother). ")
+                "surfaces of their own are meshed by marching cubes at 0.5 on their labels; curvature_spread = "
+                "robust spread of the mean curvature (1/mm, lower is smoother). ")
 
 
 def cmd_bench(args) -> int:
@@ -279,8 +296,9 @@ def cmd_bench(args) -> int:
     with tqdm(total=total, desc="bench", file=sys.stderr, disable=None) as bar:
         t0 = time.perf_counter()
         rows = benchmark(anatomies, presets, names, seeds, slice_spacing_lr=args.slice_spacing,
-                         progress=lambda msg: (bar.set_postfix_str(msg), bar.update(1)), lax_views=tuple(args.lax or ()),
-                         surface_metrics=args.surfaces, shift_search_px=args.shift_search)
+                         progress=lambda msg: (bar.set_postfix_str(msg), bar.update(1)),
+                         lax_views=tuple(args.lax or ()), surface_metrics=args.surfaces,
+                         shift_search_px=args.shift_search)
     metrics = SURFACE_SUMMARY_METRICS if args.surfaces else SUMMARY_METRICS
     searched = ""
     if args.shift_search is not None:
@@ -308,8 +326,21 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def _threads(args) -> Dict[str, int]:
-    return {} if args.threads is None else {"threads": args.threads}
+def _user_weights(options: Dict) -> Dict[str, str]:
+    """SHA-256 of every weights file given as an option (shipped weights are named and verified
+    by the manifest), so a run can be traced to the exact file."""
+    from .networks.weights import sha256
+
+    return {name: sha256(value) for name, value in options.items()
+            if isinstance(value, str) and value.endswith(".pt") and Path(value).is_file()}
+
+
+def _threads(args) -> Dict[str, float]:
+    """The run keywords of --threads and --max-memory that were given."""
+    out = {} if args.threads is None else {"threads": args.threads}
+    if getattr(args, "max_memory", None) is not None:
+        out["max_memory_mib"] = args.max_memory * 1024
+    return out
 
 
 def cmd_train(args) -> int:
@@ -346,8 +377,6 @@ def cmd_unshipped(args) -> int:
     raise InputError(FULL_PACKAGE + ".")
 
 
-# ---------------------------------------------------------------------------------------------
-
 def build_parser() -> argparse.ArgumentParser:
     from .simulation.degrade import PRESETS
     from .core.device import DEVICE_CHOICES
@@ -383,10 +412,15 @@ def build_parser() -> argparse.ArgumentParser:
     g = r.add_mutually_exclusive_group()
     g.add_argument("--slice-spacing", type=float, help="output slice spacing in mm (default: 2 mm)")
     g.add_argument("--factor", type=float, help="through-plane upsampling factor instead of a spacing")
+    r.add_argument("--slice-axis", choices=("i", "j", "k"), help="the file axis that runs across the slices "
+                   "(default: the one with the clearly largest spacing; needed only when the spacings do not tell)")
     r.add_argument("--convention", default="auto", choices=list(CONVENTION_NAMES),
                    help="input label convention (default: auto; .seg.nrrd maps segment names)")
     r.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES), help="torch device (default: auto)")
     r.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    r.add_argument("--max-memory", type=float, default=None, metavar="GIB",
+                   help="refuse the run when its estimated peak memory is larger (default: what the machine has "
+                   "available)")
     r.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads for a learned method (0: torch's own setting; default: 1, fastest "
                    "for these small tensors, above all when other work shares the CPU)")
@@ -401,6 +435,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in the output "
                    "folder (only those its run.json lists); without it the folder must be empty or new")
     r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check", help="read a case's files and say what was understood; runs no method",
+                       formatter_class=fmt,
+                       description="Reads the SAX segmentation (and long-axis views, image) like "
+                       "'run' does and prints the slice axis and count, spacings, slice order and LV-to-RV direction "
+                       "in anatomical words, the label convention and why, where each long-axis view lies, whether the "
+                       "image shares the labels' grid, and the memory each method would need.")
+    c.add_argument("--input", required=True, help="SAX segmentation")
+    c.add_argument("--lax", action="append", metavar="[VIEW=]FILE", help="long-axis segmentation; repeatable")
+    c.add_argument("--image", help="SAX image on the same grid")
+    c.add_argument("--slice-axis", choices=("i", "j", "k"), help="as for 'run'")
+    c.add_argument("--slice-spacing", type=float, help="output slice spacing for the memory estimate")
+    c.add_argument("--convention", default="auto", choices=list(CONVENTION_NAMES))
+    c.set_defaults(func=cmd_check)
 
     dg = sub.add_parser("degrade", help="simulate a clinical SAX stack from a high-resolution segmentation",
                         formatter_class=fmt, description="Downsample through-plane and add breath-hold motion "

@@ -29,6 +29,7 @@ import numpy as np
 import slicer
 import vtk
 
+from .core.axes import IDENTITY, permute, restore_axes, working_stack
 from .core.case import Case, LaxView
 from .core.errors import InputError
 from .core.geometry import Volume
@@ -46,10 +47,7 @@ _CLOSED_SURFACE = slicer.vtkSegmentationConverter.GetSegmentationClosedSurfaceRe
 _REFERENCE_GEOMETRY = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
 
 
-# ---------------------------------------------------------------------------------------------
 # Scene plumbing
-# ---------------------------------------------------------------------------------------------
-
 def _scene_of(scene=None, *nodes):
     """The explicit scene, else the scene of the first node that has one, else slicer.mrmlScene."""
     if scene is not None:
@@ -121,10 +119,7 @@ def _output_node(scene, class_name: str, name: str, role: str):
     return node
 
 
-# ---------------------------------------------------------------------------------------------
 # Node geometry and voxels
-# ---------------------------------------------------------------------------------------------
-
 def _describe(node) -> str:
     return f"'{node.GetName()}'"
 
@@ -183,10 +178,7 @@ def _add_volume_node(scene, array: np.ndarray, ijk_to_ras: np.ndarray, name: str
     return node
 
 
-# ---------------------------------------------------------------------------------------------
 # Nodes -> engine
-# ---------------------------------------------------------------------------------------------
-
 def _segment_ids(segmentation) -> List[str]:
     return [segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())]
 
@@ -317,11 +309,12 @@ def image_from_node(volume_node) -> Volume:
 
 
 def case_from_nodes(sax_node, lax_nodes: Optional[Dict[str, object]] = None, image_node=None,
-                    convention: str = "auto") -> Tuple[Case, List[str]]:
+                    convention: str = "auto", slice_axis: Optional[str] = None) -> Tuple[Case, List[str]]:
     """A :class:`Case` from nodes; ``lax_nodes`` maps '2ch'/'3ch'/'4ch' to a node or None.
 
     A SAX segmentation node is exported onto the SAX image's grid when an image is given, so
     the two always share one grid; a SAX labelmap must already lie on the image's grid.
+    The stack's slice axis becomes k (see :func:`.core.axes.working_stack`).
     Returns the case and the label-mapping messages for the user."""
     image = image_from_node(image_node) if image_node is not None else None
     reference = image_node if sax_node is not None and sax_node.IsA("vtkMRMLSegmentationNode") else None
@@ -331,6 +324,8 @@ def case_from_nodes(sax_node, lax_nodes: Optional[Dict[str, object]] = None, ima
                          f"{_describe(image_node)} {image.shape} do not share one grid; resample the segmentation "
                          "onto the image or use a segmentation node.")
     messages = [f"SAX: {message}"]
+    sax, image, order, note = working_stack(sax, image, _describe(sax_node), slice_axis)
+    messages += [note] if note else []
     views = []
     for view, node in (lax_nodes or {}).items():
         if node is None:
@@ -338,13 +333,10 @@ def case_from_nodes(sax_node, lax_nodes: Optional[Dict[str, object]] = None, ima
         volume, msg = volume_from_node(node, convention)
         views.append(LaxView(view, as_single_slice(volume, f"The {view} view {_describe(node)}")))
         messages.append(f"{view}: {msg}")
-    return Case(sax=sax, lax=views, image=image, name=sax_node.GetName()), messages
+    return Case(sax=sax, lax=views, image=image, name=sax_node.GetName(), info={"axis_order": list(order)}), messages
 
 
-# ---------------------------------------------------------------------------------------------
 # Engine -> nodes
-# ---------------------------------------------------------------------------------------------
-
 def _check_canonical(volume: Volume) -> Tuple[int, ...]:
     if not isinstance(volume, Volume) or not volume.is_label:
         raise InputError("Only a label volume (integer voxels) can become a segmentation.")
@@ -458,9 +450,9 @@ def _check_displacements(displacements, n_slices: Optional[int] = None) -> np.nd
     if d.ndim != 2 or d.shape[1] != 2 or (n_slices is not None and d.shape[0] != n_slices):
         expected = f"({n_slices}, 2)" if n_slices is not None else "(n_slices, 2)"
         raise InputError(f"Displacements must be an {expected} array of mm, got shape {d.shape}.")
-    if not np.all(np.isfinite(d)):
-        raise InputError("The displacements contain non-finite values.")
-    return d
+    if np.isinf(d).any():
+        raise InputError("The displacements contain infinite values.")
+    return d  # NaN: a slice without labels, whose displacement was not measured
 
 
 def _vtk_column(name: str, values: np.ndarray):
@@ -477,13 +469,17 @@ _DX_DESCRIPTION = ("Estimated in-plane displacement of the slice along the SAX i
                    "the corrected slice is the observed one moved by minus this value.")
 
 
-def add_displacement_table(displacements, name: str, residuals=None, scene=None):
+def add_displacement_table(displacements, name: str, residuals=None, scene=None, estimated=None):
     """A table node with one row per SAX slice: 'slice', 'dx (mm)', 'dy (mm)' (along the stack's
-    i and j axes, see :mod:`.core.case`) and, when given, 'residual'. Reuses the table of the same
-    name made by an earlier run."""
+    i and j axes, see :mod:`.core.case`; NaN where the slice shows no heart) and, when given,
+    'estimated' (1/0, ``Result.estimated``) and 'residual'. Reuses the table of the same name made
+    by an earlier run."""
     d = _check_displacements(displacements)
     columns = [np.arange(len(d), dtype=np.int32), d[:, 0].copy(), d[:, 1].copy()]
     names = ["slice", "dx (mm)", "dy (mm)"]
+    if estimated is not None:
+        columns.append(np.asarray(estimated, bool).astype(np.int32))
+        names.append("estimated")
     if residuals is not None:
         r = np.asarray(residuals, float).ravel()
         if r.shape != (len(d),):
@@ -504,13 +500,15 @@ def add_displacement_table(displacements, name: str, residuals=None, scene=None)
     return table
 
 
-def add_corrected_image(image_node, displacements, name: Optional[str] = None, scene=None):
-    """A copy of the SAX image with every slice k moved by ``-displacements[k]`` (linear
+def add_corrected_image(image_node, displacements, name: Optional[str] = None, scene=None, axis_order=IDENTITY):
+    """A copy of the SAX image with every slice moved by ``-displacements[k]`` (linear
     interpolation, border values repeated), on the image's own grid and parent transform, so
-    it overlays the original. Reuses the corrected image of the same name made earlier."""
-    image = image_from_node(image_node)
-    d = _check_displacements(displacements, image.shape[0])
-    corrected = shift_slices(image, -d, order=1)  # world spacing: the displacements are world mm
+    it overlays the original. ``axis_order``: the case's (slices along k while shifting). Reuses
+    the corrected image of the same name made earlier."""
+    order = tuple(axis_order)
+    image = permute(image_from_node(image_node), order)
+    d = np.nan_to_num(_check_displacements(displacements, image.shape[0]))  # unmeasured: left in place
+    corrected = restore_axes(shift_slices(image, -d, order=1), order)  # world mm, like the displacements
     name = name or f"{image_node.GetName()} motion corrected"
     scene = _scene_of(scene, image_node)
     node = _output_node(scene, "vtkMRMLScalarVolumeNode", name, "corrected image")
@@ -540,8 +538,9 @@ def result_to_nodes(result, case: Case, output_segmentation=None, image_node=Non
     segmentation = write_segmentation_node(result.labels, output_segmentation, name, scene)
     models = add_model_nodes(result.surfaces, name, scene) if result.surfaces else []
     table = add_displacement_table(result.displacements, f"{name} displacements",
-                                   _residuals_of(result, len(result.displacements)), scene)
-    corrected = add_corrected_image(image_node, result.displacements, scene=scene) if image_node is not None else None
+                                   _residuals_of(result, len(result.displacements)), scene, result.estimated)
+    corrected = None if image_node is None else add_corrected_image(
+        image_node, result.displacements, scene=scene, axis_order=case.info.get("axis_order", IDENTITY))
     return {"segmentation": segmentation, "models": models, "table": table, "corrected_image": corrected}
 
 

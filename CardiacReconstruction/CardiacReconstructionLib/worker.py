@@ -48,10 +48,7 @@ RESULT_INFO = "run.json"
 SURFACE_PATTERN = "surface_*.vtp"
 
 
-# ---------------------------------------------------------------------------------------------
 # Progress protocol
-# ---------------------------------------------------------------------------------------------
-
 def format_progress(fraction: float, message: str = "") -> str:
     """One progress line: ``PROGRESS 0.300 slices aligned`` (message on one line)."""
     text = " ".join(str(message).split())
@@ -91,10 +88,7 @@ def cancel_file_checker(path) -> Optional[Any]:
     return lambda: path.exists()
 
 
-# ---------------------------------------------------------------------------------------------
 # Inputs and command line
-# ---------------------------------------------------------------------------------------------
-
 @dataclass
 class RunInputs:
     """The files a worker reads: SAX labels, long-axis views by view name, optional image."""
@@ -155,10 +149,7 @@ def worker_environment(module_folder, environment: Optional[Mapping[str, str]] =
     return {"PYTHONPATH": os.pathsep.join([folder] + [p for p in existing if p != folder])}
 
 
-# ---------------------------------------------------------------------------------------------
 # The running process
-# ---------------------------------------------------------------------------------------------
-
 _EOF = object()
 
 
@@ -291,10 +282,7 @@ def kill_process_tree(process: subprocess.Popen) -> None:
             pass
 
 
-# ---------------------------------------------------------------------------------------------
 # Results
-# ---------------------------------------------------------------------------------------------
-
 def read_displacements(path) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """(displacements (n, 2) mm, residuals (n,) or None) from a displacement CSV written by
     :func:`.core.io.write_displacements`."""
@@ -305,7 +293,7 @@ def read_displacements(path) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         rows = list(csv.DictReader(f))
     try:
         rows.sort(key=lambda r: int(r["slice"]))
-        d = np.array([[float(r["dx_mm"]), float(r["dy_mm"])] for r in rows], float).reshape(-1, 2)
+        d = np.array([[float(r["dx_mm"] or "nan"), float(r["dy_mm"] or "nan")] for r in rows], float).reshape(-1, 2)
         residuals = np.array([float(r["residual"]) for r in rows]) if rows and "residual" in rows[0] else None
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{path.name}: expected columns slice, dx_mm, dy_mm (and optionally residual); "
@@ -331,14 +319,13 @@ def read_run_folder(folder):
     diagnostics = dict(info.get("diagnostics") or {})
     if residuals is not None:
         diagnostics.setdefault("residuals", residuals)
+    estimated = info.get("displacement_estimated")
     return Result(labels=labels, displacements=displacements, surfaces=surfaces,
-                  timings=dict(info.get("timings") or {}), diagnostics=diagnostics, method=info.get("method", ""))
+                  timings=dict(info.get("timings") or {}), diagnostics=diagnostics, method=info.get("method", ""),
+                  estimated=None if estimated is None else np.asarray(estimated, bool))
 
 
-# ---------------------------------------------------------------------------------------------
 # Per-method option values kept as one JSON string
-# ---------------------------------------------------------------------------------------------
-
 def _load_options(text: str) -> Dict[str, Dict[str, Any]]:
     try:
         data = json.loads(text) if text else {}

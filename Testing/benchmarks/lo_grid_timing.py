@@ -33,7 +33,8 @@ def main() -> None:
     args = p.parse_args()
     torch.manual_seed(0)
     case = make_case(make_phantom(seed=0).truth, "normal", seed=0, slice_spacing=10.0)
-    print("| grid | threads | total (s) | rigid stage (s) | joint stage (s) | ratio to shipped |\n|---|---|---|---|---|---|")
+    print("| grid | threads | total (s) | rigid stage (s) | joint stage (s) | ratio to shipped |\n"
+          "|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         shipped = {}
         for name, config in GRIDS.items():
@@ -45,8 +46,9 @@ def main() -> None:
                                 iterations=args.iterations, tolerance=0.0, threads=threads)
                 total = time.perf_counter() - t0
                 shipped.setdefault(threads, total)
-                print(f"| {name} {'x'.join(map(str, config.grid_shape))} | {threads} | {total:.1f} | {r.timings['rigid_s']:.1f} | "
-                      f"{r.timings['joint_s']:.1f} | {total / shipped[threads]:.1f} |", flush=True)
+                print(f"| {name} {'x'.join(map(str, config.grid_shape))} | {threads} | {total:.1f} | "
+                      f"{r.timings['rigid_s']:.1f} | {r.timings['joint_s']:.1f} | {total / shipped[threads]:.1f} |",
+                      flush=True)
 
 
 if __name__ == "__main__":

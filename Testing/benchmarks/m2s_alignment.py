@@ -63,7 +63,8 @@ def mean_chamfer(surfaces, truth):
 
 
 def level_sets(sdg, grid):
-    return {k: sdg_surface(sdg[i], grid, smoothing_iterations=m2s.DEFAULT_SMOOTHING) for i, k in enumerate(SURFACE_KEYS)}
+    return {k: sdg_surface(sdg[i], grid, smoothing_iterations=m2s.DEFAULT_SMOOTHING)
+            for i, k in enumerate(SURFACE_KEYS)}
 
 
 def analyse(anatomy, preset, seed, models):

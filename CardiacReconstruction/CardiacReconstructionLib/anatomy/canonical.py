@@ -59,8 +59,7 @@ class CanonicalGrid:
     def to_canonical_order(self, array: np.ndarray) -> np.ndarray:
         return array[::-1].copy() if self.reversed else array
 
-    def to_input_order(self, array: np.ndarray) -> np.ndarray:
-        return array[::-1].copy() if self.reversed else array
+    to_input_order = to_canonical_order  # reversing the slice order is its own inverse
 
 
 def canonical_geometry(sax: Volume, size: int = CANONICAL_SIZE, spacing: float = CANONICAL_SPACING_MM) -> CanonicalGrid:

@@ -21,10 +21,7 @@ from ..core.labels import BIVENTRICULAR, LV, MYO, RV
 #: Default SAX training grid: array shape (k, j, i) and spacing (i, j, k) in mm:
 #: 160 x 160 mm in-plane, 128 mm along the long axis.
 DEFAULT_GRID_SHAPE = (64, 128, 128)
-
-
 DEFAULT_SPACING = (1.25, 1.25, 2.0)
-
 
 LANDMARK_KEYS = ("mitral_valve_centre", "tricuspid_valve_centre", "aortic_valve_centre",
                  "pulmonary_valve_centre", "lv_apex")
@@ -150,19 +147,14 @@ def cut_at_valve_planes(volume: Volume, landmarks: Mapping) -> Volume:
     where = np.argwhere(ventricles)
     lo, hi = where.min(0), where.max(0) + 1
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    points = _box_centres(volume.geometry, lo, hi)
+    k, j, i = np.meshgrid(*(np.arange(a, b, dtype=np.float64) for a, b in zip(lo, hi)), indexing="ij")
+    points = volume.geometry.index_to_ras(np.stack([i, j, k], axis=-1))  # voxel centres of the box
     sub = arr[box]
     remove = (np.isin(sub, (LV, MYO)) & (planes["left"].signed_distance(points) < 0)) | \
              ((sub == RV) & (planes["right"].signed_distance(points) < 0))
     out = arr.copy()
     out[box] = np.where(remove, 0, sub)
     return volume.with_array(out)
-
-
-def _box_centres(geometry: Geometry, lo, hi) -> np.ndarray:
-    """World mm of the voxel centres in the index box [lo, hi) (k, j, i order), shape (..., 3)."""
-    k, j, i = np.meshgrid(*(np.arange(a, b, dtype=np.float64) for a, b in zip(lo, hi)), indexing="ij")
-    return geometry.index_to_ras(np.stack([i, j, k], axis=-1))
 
 
 def check_grid(grid_shape, spacing) -> Tuple[tuple, np.ndarray]:

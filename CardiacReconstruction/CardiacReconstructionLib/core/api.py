@@ -63,6 +63,20 @@ class Result:
     timings: Dict[str, float] = field(default_factory=dict)
     diagnostics: Dict[str, Any] = field(default_factory=dict)
     method: str = ""
+    #: Per input slice: whether its displacement was measured. False where the slice shows no
+    #: heart (its displacement is NaN: nothing to measure, which a 0 would hide) or where the
+    #: method estimates no displacements (they are 0: no correction). Set by ``methods.run``.
+    estimated: Optional[np.ndarray] = None
+
+
+def mark_unmeasured_slices(result: Result, sax: Volume, estimates: bool) -> Result:
+    """Set ``result.estimated`` and make the displacements of slices without labels NaN."""
+    shows_heart = np.asarray(sax.array).reshape(sax.shape[0], -1).any(axis=1)
+    d = np.asarray(result.displacements, float).copy()
+    d[~shows_heart] = np.nan
+    result.displacements = d
+    result.estimated = shows_heart & bool(estimates)
+    return result
 
 
 @dataclass
@@ -97,10 +111,62 @@ class Method:
     #: Import names of the packages the method needs beyond the core (e.g. ``("torch",)``); the
     #: registry lists a method whose packages are missing as unavailable, with the reason.
     requires: Tuple[str, ...] = ()
+    #: Peak memory as (bytes per output voxel, fixed MiB), measured on the CPU by
+    #: Testing/benchmarks/method_memory.py and rounded up; the resource guard (:func:`check_memory`)
+    #: adds :data:`MEMORY_MARGIN` on top.
+    memory: Tuple[float, float] = (64.0, 64.0)
     estimates_displacements: bool = False
     #: Option values that make the method fast enough for self-tests (few iterations, small
     #: models); the Slicer self-test runs every registered method with them. Not for real use.
     test_options: Dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+#: Headroom on a method's measured peak memory before the guard refuses a run.
+MEMORY_MARGIN = 1.5
+
+
+def available_memory_mib() -> Optional[float]:
+    """Memory this process can still get (MemAvailable on Linux, else physical memory), or None."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _size(mib: float) -> str:
+    return f"{mib:.0f} MiB" if mib < 1024 else f"{mib / 1024:.1f} GiB"
+
+
+def check_memory(method: Method, grid: Geometry, max_memory_mib: Optional[float] = None) -> float:
+    """Refuse, before it starts, a run whose estimated peak memory exceeds ``max_memory_mib`` (or
+    what the machine has available): a too fine ``--slice-spacing`` otherwise runs until the kernel
+    kills it. Returns the estimate (MiB)."""
+    per_voxel, fixed = method.memory
+    voxels = float(np.prod(grid.shape))
+    estimate = MEMORY_MARGIN * (fixed + per_voxel * voxels / 2**20)
+    limit = max_memory_mib if max_memory_mib is not None else available_memory_mib()
+    if limit is not None and estimate > limit:
+        where = "--max-memory" if max_memory_mib is not None else "this machine has available"
+        shape = " x ".join(str(n) for n in grid.shape)
+        need = f"{method.name} would need about {_size(estimate)} for an output of {shape} voxels, more than the " \
+               f"{_size(limit)} {where}"
+        per_slice = per_voxel * voxels / grid.n_slices / 2**20
+        fitting_slices = int((limit / MEMORY_MARGIN - fixed) / per_slice)
+        if fitting_slices < 2:
+            raise InputError(f"{need}; give it more memory or crop the stack.")
+        slab = grid.n_slices * float(grid.spacing[2])
+        raise InputError(f"{need}; use a larger --slice-spacing (at least {slab / fitting_slices:.2g} mm fits) or crop "
+                         "the stack.")
+    return estimate
 
 
 def output_geometry(sax: Geometry, slice_spacing: Optional[float] = None, factor: Optional[float] = None) -> Geometry:
@@ -120,5 +186,3 @@ def output_geometry(sax: Geometry, slice_spacing: Optional[float] = None, factor
     n_out = max(1, int(round(slab / slice_spacing)))
     s_eff = slab / n_out
     return sax.with_slices(n_out, s_eff, first_slice_offset_mm=-spacing_in / 2 + s_eff / 2)
-
-

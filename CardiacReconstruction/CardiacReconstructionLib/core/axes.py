@@ -71,6 +71,16 @@ def with_slices_as_k(volume: Volume, what: str, given: Optional[str] = None) -> 
     return permute(volume, order), order
 
 
+def working_stack(sax: Volume, image: Optional[Volume], what: str, given: Optional[str] = None):
+    """The SAX labels and the image (same grid) with the slice axis as k, the order that undoes
+    it, and a note for the user when the file's slice axis was not k (None otherwise)."""
+    axis = slice_axis(sax, what, given)
+    order = order_with_slices_last(axis)
+    note = None if axis == 2 else (f"SAX: the slices run along the file's {AXIS_NAMES[axis]} axis "
+                                   f"({sax.spacing[axis]:.3g} mm apart); results are written in the file's axis order")
+    return permute(sax, order), (permute(image, order) if image is not None else None), order, note
+
+
 def restore_axes(volume: Volume, order: Order) -> Volume:
     """A result on the working grid, back in the file's axis order (the slice axis where the
     input had it)."""

@@ -159,10 +159,7 @@ class Volume:
         return Volume(self.array.copy(), self.ijk_to_ras.copy())
 
 
-# ---------------------------------------------------------------------------------------------
 # Conversions at the edges
-# ---------------------------------------------------------------------------------------------
-
 def to_sitk(volume: Volume):
     """Volume -> SimpleITK image (LPS physical space)."""
     import SimpleITK as sitk
@@ -231,10 +228,7 @@ def sitk_affine(matrix_ras: np.ndarray):
     return transform
 
 
-# ---------------------------------------------------------------------------------------------
 # Resampling (SimpleITK does the geometry)
-# ---------------------------------------------------------------------------------------------
-
 _INTERPOLATORS = {"nearest": "sitkNearestNeighbor", "linear": "sitkLinear", "label_linear": "sitkLabelLinear",
                   "label_gaussian": "sitkLabelGaussian", "bspline": "sitkBSpline"}
 

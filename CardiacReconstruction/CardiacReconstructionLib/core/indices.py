@@ -17,7 +17,6 @@ from .labels import MYO, STRUCTURES, present_labels
 
 Labels = Union[int, Iterable[int]]
 
-
 #: Myocardial tissue density used for the mass (g/ml), the usual CMR value.
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
 

@@ -18,9 +18,11 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .axes import working_stack
 from .case import LAX_VIEWS, Case, LaxView
 from .errors import InputError
 from .geometry import Volume, from_sitk, from_slicerio_voxels, to_sitk, to_slicerio_voxels
+from .header import inspect as inspect_header, reconcile
 from .labels import STRUCTURES, from_segment_names, present_labels, to_canonical
 
 VOLUME_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -101,8 +103,9 @@ def previous_run_files(folder, overwrite: bool = False) -> List[Path]:
     listed = {str(name) for name in listed} | {RUN_RECORD}
     foreign = [name for name in present if name not in listed]
     if foreign:
-        raise InputError(f"--overwrite: {folder} also holds files an earlier run did not write ({', '.join(foreign[:3])}"
-                         f"{', ...' if len(foreign) > 3 else ''}); move them or choose another folder.")
+        names = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise InputError(f"--overwrite: {folder} also holds files an earlier run did not write ({names}); move them "
+                         "or choose another folder.")
     return [folder / name for name in present]
 
 
@@ -140,40 +143,41 @@ def _check_readable(path) -> Path:
 
 
 def read_volume(path) -> Volume:
-    """Read an image or label file into a Volume (RAS) without any label mapping."""
+    """Read an image or label file into a Volume (RAS) without any label mapping. The header is
+    checked first (:mod:`.header`: ITK reads many broken headers silently)."""
+    return _read_volume(path)[0]
+
+
+def _read_volume(path, labels: bool = False) -> Tuple[Volume, List[str]]:
+    """:func:`read_volume`, and the header's notes for the user (e.g. which NIfTI pose was used);
+    ``labels``: a label map is expected (NaN voxels, which ITK reads as 0, are refused)."""
     import SimpleITK as sitk
 
     path = _check_readable(path)
     if _suffix(path) == ".seg.nrrd":
-        return _read_seg_nrrd(path)[0]
-    if _suffix(path) in (".nrrd", ".nhdr"):
-        _check_nrrd_geometry(path)
+        volume, _, notes = _read_seg_nrrd(path)
+        return volume, notes
+    header = inspect_header(path)
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's stderr warnings; the header checks speak instead
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(f"{path.name}: cannot be read as an image ({str(exc).strip().splitlines()[-1]}).") from None
-    return from_sitk(image)
-
-
-def _check_nrrd_geometry(path: Path) -> None:
-    """ITK silently replaces a NaN origin or axis by defaults; refuse such headers instead."""
-    import nrrd
-
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     try:
-        header = nrrd.read_header(str(path))
-    except Exception as exc:  # pynrrd raises its own NRRDError and ValueErrors
-        raise InputError(f"{path.name}: not a readable NRRD header ({exc}).") from None
-    directions = np.asarray(header.get("space directions", np.eye(3)), float)
-    kinds = header.get("kinds", ["domain"] * len(directions))
-    spatial = [d for d, kind in zip(directions, kinds) if kind in ("domain", "space")]
-    origin = np.asarray(header.get("space origin", np.zeros(3)), float)
-    if not (np.all(np.isfinite(spatial)) and np.all(np.isfinite(origin))):
-        raise InputError(f"{path.name}: the volume geometry contains non-finite numbers (NaN or infinity).")
+        volume = from_sitk(image)
+    except InputError as exc:
+        raise InputError(f"{path.name}: {exc}") from None
+    return reconcile(header, volume, labels)
 
 
 def _read_seg_nrrd(path: Path):
+    """(volume, segments, header notes) of a .seg.nrrd; layered segments are flattened."""
     import slicerio
 
+    header = inspect_header(path)
     try:
         seg = slicerio.read_segmentation(str(path))
     except Exception as exc:  # slicerio raises plain exceptions on malformed headers
@@ -183,10 +187,15 @@ def _read_seg_nrrd(path: Path):
     if voxels.ndim == 4:  # overlapping segments are stored in layers: flatten by segment
         flat = np.zeros(voxels.shape[1:], np.int32)
         for n, s in enumerate(segments, start=1):
-            flat[voxels[s.get("layer", 0)] == s["labelValue"]] = n
+            layer = s.get("layer", 0)
+            if not 0 <= layer < voxels.shape[0]:
+                raise InputError(f"{path.name}: segment {s.get('name', n)!r} is in layer {layer}; expected a "
+                                 f"layer from 0 to {voxels.shape[0] - 1}.")
+            flat[voxels[layer] == s["labelValue"]] = n
         segments = [dict(s, labelValue=n) for n, s in enumerate(segments, start=1)]
         voxels = flat
-    return from_slicerio_voxels(voxels, seg["ijkToLPS"]), segments
+    volume, notes = reconcile(header, from_slicerio_voxels(voxels, seg["ijkToLPS"]))
+    return volume, segments, notes
 
 
 def read_segmentation(path, convention: str = "auto") -> Tuple[Volume, str]:
@@ -196,23 +205,30 @@ def read_segmentation(path, convention: str = "auto") -> Tuple[Volume, str]:
     the named convention (or its automatic detection)."""
     path = _check_readable(path)
     if _suffix(path) == ".seg.nrrd":
-        volume, segments = _read_seg_nrrd(path)
+        volume, segments, notes = _read_seg_nrrd(path)
         if convention == "auto" and segments:
             table = from_segment_names({s.get("name", s.get("id", "?")): s["labelValue"] for s in segments})
-            lut = np.zeros(int(max(max(table), volume.array.max())) + 1, np.uint8)
-            for src, dst in table.items():
-                lut[src] = dst
-            labels = lut[volume.array.astype(np.int64)]
+            values, where = np.unique(as_integer_labels(volume, path), return_inverse=True)  # no LUT of max+1
+            labels = np.array([table.get(int(v), 0) for v in values], np.uint8)[where.reshape(volume.shape)]
             names = ", ".join(f"{s.get('name')}->{STRUCTURES[table[s['labelValue']]].key}" for s in segments)
             message = f"label mapping by segment name: {names}"
         else:
-            labels, message = to_canonical(as_integer_labels(volume, path), convention)
+            labels, message = _canonical(volume, path, convention)
     else:
-        volume = read_volume(path)
-        labels, message = to_canonical(as_integer_labels(volume, path), convention)
+        volume, notes = _read_volume(path, labels=True)
+        labels, message = _canonical(volume, path, convention)
     if not labels.any():
         raise InputError(f"{path.name}: the segmentation is empty after label mapping.")
-    return volume.with_array(labels.astype(np.uint8)), message
+    return volume.with_array(labels.astype(np.uint8)), "; ".join([message] + notes)
+
+
+def _canonical(volume: Volume, path: Path, convention: str):
+    """:func:`.labels.to_canonical` of the file's labels, its refusals naming the file."""
+    try:
+        return to_canonical(as_integer_labels(volume, path), convention)
+    except InputError as exc:
+        text = str(exc)
+        raise InputError(text if text.startswith(path.name) else f"{path.name}: {text}") from None
 
 
 def as_integer_labels(volume: Volume, path) -> np.ndarray:
@@ -221,7 +237,10 @@ def as_integer_labels(volume: Volume, path) -> np.ndarray:
         if arr.size and arr.min() < 0:
             raise InputError(f"{Path(path).name}: negative label values; expected a label map (0 = background).")
         return arr
-    if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)) or (arr.size and arr.min() < 0):
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f"{Path(path).name} is not a label map: {np.count_nonzero(~np.isfinite(arr))} voxels are "
+                         "NaN or infinite; expected integer labels (0 = background).")
+    if not np.all(arr == np.round(arr)) or (arr.size and arr.min() < 0):
         raise InputError(f"{Path(path).name} is not a label map: its voxels are non-integer intensities "
                          "(did you pass the MR image instead of its segmentation?).")
     if arr.size and arr.max() > 1000:
@@ -262,9 +281,11 @@ def read_lax(path, view: Optional[str] = None, convention: str = "auto") -> Tupl
 
 
 def read_case(sax_path, lax: Sequence[Tuple[Optional[str], str]] = (), image_path=None,
-              convention: str = "auto", name: Optional[str] = None) -> Tuple[Case, List[str]]:
-    """Build a Case from files; ``lax`` holds (view or None, path) pairs. Returns the case and
-    the label-mapping messages for the user."""
+              convention: str = "auto", name: Optional[str] = None,
+              slice_axis: Optional[str] = None) -> Tuple[Case, List[str]]:
+    """Build a Case from files; ``lax`` holds (view or None, path) pairs. The stack's slice axis
+    (found from the spacings, or ``slice_axis`` 'i'/'j'/'k') becomes k; ``case.info['axis_order']``
+    undoes it (:func:`.axes.restore_axes`). Returns the case and the messages for the user."""
     sax, message = read_segmentation(sax_path, convention)
     messages = [f"SAX: {message}"]
     views = []
@@ -278,7 +299,10 @@ def read_case(sax_path, lax: Sequence[Tuple[Optional[str], str]] = (), image_pat
         if image.shape != sax.shape:
             raise InputError(f"The image {Path(image_path).name} {image.shape} and the SAX segmentation {sax.shape} "
                              "must share one grid.")
-    return Case(sax=sax, lax=views, image=image, name=name or _stem(sax_path)), messages
+    sax, image, order, note = working_stack(sax, image, Path(sax_path).name, slice_axis)
+    messages += [note] if note else []
+    return Case(sax=sax, lax=views, image=image, name=name or _stem(sax_path),
+                info={"axis_order": list(order)}), messages
 
 
 def _stem(path) -> str:
@@ -340,12 +364,19 @@ def write_volume(volume: Volume, path) -> Path:
     return path
 
 
-def write_displacements(displacements: np.ndarray, path, residuals: Optional[np.ndarray] = None) -> Path:
-    """CSV of per-slice displacements: slice index, dx_mm, dy_mm (stack i and j axes)."""
+def write_displacements(displacements: np.ndarray, path, residuals: Optional[np.ndarray] = None,
+                        estimated: Optional[np.ndarray] = None) -> Path:
+    """CSV of per-slice displacements: slice index, dx_mm, dy_mm (stack i and j axes), then the
+    optional columns estimated (1/0, see ``Result.estimated``) and residual. A displacement that
+    was not measured (NaN: the slice shows no heart) is an empty field, not a 0."""
     d = np.asarray(displacements, float)
-    rows = ["slice,dx_mm,dy_mm" + (",residual" if residuals is not None else "")]
+    number = lambda v, fmt: "" if not np.isfinite(v) else format(v, fmt)  # noqa: E731
+    rows = ["slice,dx_mm,dy_mm" + (",estimated" if estimated is not None else "")
+            + (",residual" if residuals is not None else "")]
     for k, (dx, dy) in enumerate(d):
-        rows.append(f"{k},{dx:.4f},{dy:.4f}" + (f",{residuals[k]:.6g}" if residuals is not None else ""))
+        rows.append(f"{k},{number(dx, '.4f')},{number(dy, '.4f')}"
+                    + (f",{int(bool(estimated[k]))}" if estimated is not None else "")
+                    + (f",{number(residuals[k], '.6g')}" if residuals is not None else ""))
     with atomic_path(path) as tmp:
         Path(tmp).write_text("\n".join(rows) + "\n")
     return Path(path)

@@ -56,10 +56,7 @@ DISTANCE_TOLERANCE_MM = 0.25
 _SURFACE_BAND_VOXELS = 4.0
 
 
-# ---------------------------------------------------------------------------------------------
 # Inside masks and distances
-# ---------------------------------------------------------------------------------------------
-
 def surface_masks(labels: np.ndarray) -> Dict[str, np.ndarray]:
     """The inside mask (bool, same shape) of every surface in :data:`SURFACE_KEYS` from
     canonical labels."""
@@ -70,11 +67,12 @@ def surface_masks(labels: np.ndarray) -> Dict[str, np.ndarray]:
             "RV_endocardium": labels == RV}
 
 
-def _check_clip(clip_mm) -> float:
-    clip = float(clip_mm)
-    if not np.isfinite(clip) or clip <= 0:
-        raise InputError(f"clip_mm must be a positive number of millimetres, got {clip_mm}.")
-    return clip
+def positive_mm(value, name: str = "clip_mm") -> float:
+    """``value`` as a float; InputError unless it is a positive number of millimetres."""
+    number = float(value)
+    if not np.isfinite(number) or number <= 0:
+        raise InputError(f"{name} must be a positive number of millimetres, got {value}.")
+    return number
 
 
 def _barycentric_weights(level: int) -> np.ndarray:
@@ -109,13 +107,6 @@ def mesh_samples(vertices: np.ndarray, faces: np.ndarray, max_gap_mm: float = DI
         w = _barycentric_weights(int(level))
         parts.append(np.einsum("wc,mcx->mwx", w, corners[levels == level]).reshape(-1, 3))
     return np.concatenate(parts)
-
-
-def _vertex_gap(vertices: np.ndarray, faces: np.ndarray) -> float:
-    """Bound on the distance from any point of the mesh to its nearest vertex: the longest
-    edge over sqrt(3) (see :func:`mesh_samples`)."""
-    corners = vertices[faces]
-    return float(np.linalg.norm(corners - np.roll(corners, 1, axis=1), axis=2).max() / np.sqrt(3.0))
 
 
 def _polydata(vertices: np.ndarray, faces: np.ndarray) -> vtkPolyData:
@@ -170,8 +161,9 @@ def mesh_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, c
     out = np.full(len(points), clip)
     if len(faces) == 0 or len(points) == 0:
         return out
+    triangles = vertices[faces]  # every mesh point lies within the longest edge / sqrt(3) of a vertex (mesh_samples)
+    gap = float(np.linalg.norm(triangles - np.roll(triangles, 1, axis=1), axis=2).max() / np.sqrt(3.0))
     corners = vertices[np.unique(faces)]
-    gap = _vertex_gap(vertices, faces)
     todo = np.flatnonzero(np.all((points >= corners.min(0) - clip) & (points <= corners.max(0) + clip), axis=1))
     search_mm = clip + gap  # beyond clip + gap of every sample, the exact distance is >= clip
     for coarse_pass in (True, False):  # the vertices, then a sampling with half their gap
@@ -241,10 +233,10 @@ def _check_mask(mask) -> np.ndarray:
     return mask.astype(bool)
 
 
-def _check_geometry(target) -> Geometry:
-    if not isinstance(target, Geometry):
-        raise InputError(f"The target grid must be a Geometry, got {type(target).__name__}.")
-    return target
+def check_geometry(grid, what: str = "target") -> Geometry:
+    if not isinstance(grid, Geometry):
+        raise InputError(f"The {what} grid must be a Geometry, got {type(grid).__name__}.")
+    return grid
 
 
 def mask_sdg(mask: np.ndarray, ijk_to_ras, target: Geometry, clip_mm: float = SDG_CLIP_MM) -> np.ndarray:
@@ -263,8 +255,8 @@ def mask_sdg(mask: np.ndarray, ijk_to_ras, target: Geometry, clip_mm: float = SD
     the voxel centre falls inside the mask (nearest neighbour; outside the mask's grid counts as
     outside). An empty mask gives ``+clip_mm`` everywhere.
     """
-    target = _check_geometry(target)
-    clip = _check_clip(clip_mm)
+    target = check_geometry(target)
+    clip = positive_mm(clip_mm)
     sdg = _mask_sdg_at(_check_mask(mask), ijk_to_ras, voxel_centres(target), clip)
     return sdg.reshape(target.shape).astype(np.float32)
 
@@ -274,18 +266,15 @@ def label_sdgs(labels: Volume, target: Geometry, clip_mm: float = SDG_CLIP_MM) -
     [4, k, j, i] in :data:`SURFACE_KEYS` order (see :func:`mask_sdg`)."""
     if not isinstance(labels, Volume) or not labels.is_label:
         raise InputError("Signed distance grids are made from a label volume (integer voxels).")
-    target = _check_geometry(target)
-    clip = _check_clip(clip_mm)
+    target = check_geometry(target)
+    clip = positive_mm(clip_mm)
     points = voxel_centres(target)
     masks = surface_masks(labels.array)
     return np.stack([_mask_sdg_at(masks[key], labels.ijk_to_ras, points, clip).reshape(target.shape)
                      for key in SURFACE_KEYS]).astype(np.float32)
 
 
-# ---------------------------------------------------------------------------------------------
 # Zero level sets
-# ---------------------------------------------------------------------------------------------
-
 def _closed_field_crop(sdg: np.ndarray, inside: np.ndarray, level: float):
     """The field on the bounding box of its inside voxels plus one voxel, padded where that box
     leaves the grid by a value above ``level``, so the level set is closed; and the (i, j, k)
@@ -310,7 +299,7 @@ def sdg_surface(sdg: np.ndarray, geometry: Geometry, level: float = 0.0, smoothi
     smaller smooths more). No voxel below ``level``: an empty vtkPolyData.
     """
     sdg = np.asarray(sdg, dtype=float)
-    geometry = _check_geometry(geometry)
+    geometry = check_geometry(geometry)
     if sdg.shape != geometry.shape:
         raise InputError(f"SDG shape {sdg.shape} does not match the grid shape {geometry.shape}.")
     if not np.all(np.isfinite(sdg)):
@@ -328,9 +317,7 @@ def sdg_surface(sdg: np.ndarray, geometry: Geometry, level: float = 0.0, smoothi
 def fine_grid(reference: Geometry, spacing_mm: float = 1.0) -> Geometry:
     """An isotropic grid of ``spacing_mm`` with ``reference``'s axes and first voxel centre,
     covering ``reference``'s voxel centres."""
-    spacing = float(spacing_mm)
-    if not np.isfinite(spacing) or spacing <= 0:
-        raise InputError(f"spacing_mm must be a positive number of millimetres, got {spacing_mm}.")
+    spacing = positive_mm(spacing_mm, "spacing_mm")
     extent = reference.spacing * (np.array(reference.shape[::-1], float) - 1)  # i, j, k
     n_ijk = np.floor(extent / spacing + 1e-6).astype(int) + 1
     n_ijk = n_ijk + (extent - (n_ijk - 1) * spacing > 1e-6)  # reach the last centre

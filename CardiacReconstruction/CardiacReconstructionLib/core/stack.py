@@ -49,7 +49,8 @@ def shift_slices(volume: Volume, shifts_mm: np.ndarray, order: int = 1) -> Volum
     return volume.with_array(out)
 
 
-def slice_signed_distances(volume: Volume, label_groups: Sequence[Sequence[int]], empty_distance_mm: float) -> np.ndarray:
+def slice_signed_distances(volume: Volume, label_groups: Sequence[Sequence[int]],
+                           empty_distance_mm: float) -> np.ndarray:
     """2D signed distance (mm, negative inside) of each label group in every slice, float32
     ``[len(groups), k, j, i]``. Slices without the structure get ``+empty_distance_mm``.
 

@@ -42,10 +42,6 @@ _SPACE_TAG = "SPACE"  # Slicer's key for the coordinate system of model files
 _HEADER = "CardiacReconstruction output."
 
 
-# ---------------------------------------------------------------------------------------------
-# Meshing
-# ---------------------------------------------------------------------------------------------
-
 def _run(algorithm, source) -> vtkPolyData:
     """Run one VTK filter on ``source`` (a data object) and return its output."""
     algorithm.SetInputData(source)
@@ -209,10 +205,7 @@ def label_surfaces(volume: Volume, labels: Optional[Iterable[int]] = None, smoot
     return surfaces
 
 
-# ---------------------------------------------------------------------------------------------
 # Inspection helpers
-# ---------------------------------------------------------------------------------------------
-
 def polydata_points(polydata: vtkPolyData) -> np.ndarray:
     """Point coordinates as a float64 array (N, 3) (a copy)."""
     points = polydata.GetPoints()
@@ -238,10 +231,6 @@ def enclosed_volume(polydata: vtkPolyData) -> float:
     f.Update()
     return float(f.GetVolume())
 
-
-# ---------------------------------------------------------------------------------------------
-# Files
-# ---------------------------------------------------------------------------------------------
 
 def _extension(path: str) -> str:
     ext = os.path.splitext(str(path))[1].lower()

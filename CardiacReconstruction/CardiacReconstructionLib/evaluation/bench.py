@@ -252,7 +252,8 @@ def _mean_sd(vals) -> str:
     return f"{vals.mean():.3f} ± {vals.std():.3f}" if len(vals) else "n/a"
 
 
-def summary_markdown(rows: List[dict], metrics: Sequence[str] = SUMMARY_METRICS, reference: str = REFERENCE_METHOD) -> str:
+def summary_markdown(rows: List[dict], metrics: Sequence[str] = SUMMARY_METRICS,
+                     reference: str = REFERENCE_METHOD) -> str:
     """Markdown tables: mean ± sd per preset and method, then time/memory medians with the
     time ratio to ``reference`` (same run)."""
     metrics = [m for m in metrics if any(m in r for r in rows)]

@@ -28,7 +28,8 @@ def _views(volume: Volume, centre_kji: Sequence[int]):
     k, j, i = centre_kji
     si, sj, sk = volume.spacing
     a = volume.array
-    return [("short axis", a[k], sj / si), ("long axis (i-k)", a[:, j, :], sk / si), ("long axis (j-k)", a[:, :, i], sk / sj)]
+    return [("short axis", a[k], sj / si), ("long axis (i-k)", a[:, j, :], sk / si),
+            ("long axis (j-k)", a[:, :, i], sk / sj)]
 
 
 def orthogonal_views(volumes: Dict[str, Volume], path, title: str = "") -> Path:

@@ -49,13 +49,7 @@ from ..core.indices import (MYOCARDIAL_DENSITY_G_PER_ML, Labels, label_tuple, re
 from ..core.labels import BIVENTRICULAR, MYO, present_labels
 
 
-
-
-# ---------------------------------------------------------------------------------------------
 # Input handling shared by all label metrics
-# ---------------------------------------------------------------------------------------------
-
-
 def to_truth_grid(result: Volume, truth: Volume) -> Volume:
     """``result`` on the truth grid: unchanged when the grids already agree, otherwise
     nearest-neighbour resampled by physical position with background outside its field of view.
@@ -74,10 +68,6 @@ def _sampling_kji(volume: Volume) -> np.ndarray:
     """Voxel size in mm in array-axis order (k, j, i), as scipy's ``sampling`` expects."""
     return volume.spacing[::-1].copy()
 
-
-# ---------------------------------------------------------------------------------------------
-# Overlap
-# ---------------------------------------------------------------------------------------------
 
 def _dice_of_masks(a: np.ndarray, b: np.ndarray) -> float:
     total = np.count_nonzero(a) + np.count_nonzero(b)
@@ -166,10 +156,6 @@ def shift_searched_dice(result: Volume, truth: Volume, labels: Labels = BIVENTRI
     return {"dice": dict(zip(labs, best_scores)), "shift_px": best_shift,
             "shift_mm": (best_shift[0] * float(s[0]), best_shift[1] * float(s[1]))}
 
-
-# ---------------------------------------------------------------------------------------------
-# Surface distances
-# ---------------------------------------------------------------------------------------------
 
 def _face_footprint(shape: Sequence[int]) -> np.ndarray:
     """6-connectivity footprint that ignores axes of length 1 (a single slice is 2D)."""
@@ -323,20 +309,12 @@ def curvature_spread(surface) -> float:
     return float(1.4826 * np.median(np.abs(h - np.median(h))))
 
 
-# ---------------------------------------------------------------------------------------------
-# Shape descriptors: surface-to-volume, volumes, mass
-# ---------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------
-# Motion estimates
-# ---------------------------------------------------------------------------------------------
-
-def _displacement_array(d, name: str) -> np.ndarray:
+def _displacement_array(d, name: str, unmeasured_ok: bool = False) -> np.ndarray:
+    """``unmeasured_ok``: NaN rows (slices without labels) are allowed, infinities never."""
     arr = np.asarray(d, dtype=float)
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise InputError(f"The {name} displacements must be an (n_slices, 2) array of mm, got shape {arr.shape}.")
-    if not np.all(np.isfinite(arr)):
+    if not np.all(np.isfinite(arr) | (unmeasured_ok & np.isnan(arr))):
         raise InputError(f"The {name} displacements contain non-finite values.")
     return arr
 
@@ -351,19 +329,16 @@ def displacement_error(estimated, true, remove_mean: bool = False) -> Dict[str, 
 
     Returns ``{'mean_mm': float, 'per_slice': (n,) array, 'remove_mean': bool}``.
     """
-    est, tru = _displacement_array(estimated, "estimated"), _displacement_array(true, "true")
+    est, tru = _displacement_array(estimated, "estimated", unmeasured_ok=True), _displacement_array(true, "true")
     if est.shape != tru.shape:
         raise InputError(f"Estimated displacements {est.shape} and true displacements {tru.shape} must have the "
                          "same shape (n_slices, 2).")
-    if remove_mean:
-        est, tru = est - est.mean(axis=0), tru - tru.mean(axis=0)
+    measured = np.isfinite(est).all(axis=1)  # NaN rows: slices without labels, not measured (skipped)
+    if remove_mean and measured.any():
+        est, tru = est - est[measured].mean(axis=0), tru - tru[measured].mean(axis=0)
     per_slice = np.linalg.norm(est - tru, axis=1)
-    return {"mean_mm": float(per_slice.mean()), "per_slice": per_slice, "remove_mean": bool(remove_mean)}
-
-
-# ---------------------------------------------------------------------------------------------
-# Everything at once
-# ---------------------------------------------------------------------------------------------
+    mean = float(per_slice[measured].mean()) if measured.any() else float("nan")
+    return {"mean_mm": mean, "per_slice": per_slice, "remove_mean": bool(remove_mean)}
 
 
 def evaluate(result: Volume, truth: Volume, labels: Optional[Labels] = None, *,

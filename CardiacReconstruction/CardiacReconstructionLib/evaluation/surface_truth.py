@@ -37,8 +37,8 @@ from ..anatomy.frame import SaxFrame, ValvePlane, cut_at_valve_planes, sax_frame
 from ..training import cohort
 from ..core.errors import InputError
 from ..core.geometry import Geometry, Volume, resample, sitk_affine
-from ..core.sdf import (SDG_CLIP_MM, SURFACE_KEYS, band_points, fine_grid, mesh_distance, sample_nearest, sdg_surface,
-                  surface_band_mm, surface_masks, voxel_centres)
+from ..core.sdf import (SDG_CLIP_MM, SURFACE_KEYS, band_points, check_geometry, fine_grid, mesh_distance, positive_mm,
+                        sample_nearest, sdg_surface, surface_band_mm, surface_masks, voxel_centres)
 
 SOURCE_DIR = "source"
 VERTICES_FILE = "subjects_vertices.npz"
@@ -58,10 +58,7 @@ PathLike = Union[str, Path]
 Mesh = Tuple[np.ndarray, np.ndarray]  # vertices (n, 3) world mm, faces (m, 3)
 
 
-# ---------------------------------------------------------------------------------------------
 # Reading the meshes
-# ---------------------------------------------------------------------------------------------
-
 def _subject_npz(subject: PathLike, root: Optional[PathLike]) -> Path:
     """The subject's label-map ``.npz``: an existing path as given, else a name in the data root."""
     path = Path(subject)
@@ -174,10 +171,7 @@ def subject_truth(subject: PathLike, root: Optional[PathLike] = None, probe_mm: 
     return _subject_truth_cached(str(npz), str(npz.parent / SOURCE_DIR), float(probe_mm))
 
 
-# ---------------------------------------------------------------------------------------------
 # Output space (the SAX grid, possibly augmented)
-# ---------------------------------------------------------------------------------------------
-
 def _output_to_source(augmentation, frame: SaxFrame) -> np.ndarray:
     """4x4 map from output (target grid) points to source world points."""
     if augmentation is None:
@@ -211,17 +205,12 @@ def _plane_distance_grid(plane: ValvePlane, grid: Geometry) -> np.ndarray:
     return offset + per_axis[0] * i[None, None, :] + per_axis[1] * j[None, :, None] + per_axis[2] * k[:, None, None]
 
 
-def _source_labels_on(truth: SubjectTruth, grid: Geometry, output_to_source: np.ndarray) -> np.ndarray:
-    """The canonical cut labels seen from ``grid`` (nearest neighbour, through the augmentation)."""
-    transform = None if np.allclose(output_to_source, np.eye(4)) else sitk_affine(output_to_source)
-    return resample(truth.labels, grid, "nearest", transform=transform).array
-
-
 def _truth_channels(truth: SubjectTruth, grid: Geometry, output_to_source: np.ndarray, clip: float,
                     band_only: bool) -> np.ndarray:
     """[4, k, j, i] float32 ground-truth SDGs on ``grid``; with ``band_only`` the distances are
     computed in the zero level set's :func:`..core.sdf.narrow_band` only (the rest is +-clip)."""
-    inside = surface_masks(_source_labels_on(truth, grid, output_to_source))
+    transform = None if np.allclose(output_to_source, np.eye(4)) else sitk_affine(output_to_source)
+    inside = surface_masks(resample(truth.labels, grid, "nearest", transform=transform).array)  # the cut labels
     to_output = np.linalg.inv(output_to_source)
     all_points = None if band_only else voxel_centres(grid)
     channels = []
@@ -261,12 +250,7 @@ def truth_sdgs(subject: PathLike, target: Geometry, augmentation: Optional[cohor
     mesh faces (:func:`..core.sdf.mesh_distance`, within 0.25 mm of exact); then intersected with the
     valve half-space (module docstring).
     """
-    if not isinstance(target, Geometry):
-        raise InputError(f"The target grid must be a Geometry, got {type(target).__name__}.")
-    clip = float(clip_mm)
-    if not np.isfinite(clip) or clip <= 0:
-        raise InputError(f"clip_mm must be a positive number of millimetres, got {clip_mm}.")
-    truth = subject_truth(subject, root)
+    target, clip, truth = check_geometry(target), positive_mm(clip_mm), subject_truth(subject, root)
     return _truth_channels(truth, target, _output_to_source(augmentation, truth.frame), clip, band_only=False)
 
 
@@ -278,15 +262,9 @@ def truth_surfaces(subject: PathLike, reference: Geometry, spacing_mm: float = 1
     on an isotropic ``spacing_mm`` grid with ``reference``'s axes covering its extent, per
     :data:`SURFACE_KEYS` entry that is not empty there. Only the narrow band around each level
     set is computed, so a 1 mm grid over a whole SAX field takes a few seconds."""
-    if not isinstance(reference, Geometry):
-        raise InputError(f"The reference grid must be a Geometry, got {type(reference).__name__}.")
-    truth = subject_truth(subject, root)
-    grid = fine_grid(reference, spacing_mm)
+    check_geometry(reference, "reference")
+    truth, grid = subject_truth(subject, root), fine_grid(reference, spacing_mm)
     channels = _truth_channels(truth, grid, _output_to_source(augmentation, truth.frame),
                                surface_band_mm(spacing_mm), band_only=True)
-    surfaces = {}
-    for key, channel in zip(SURFACE_KEYS, channels):
-        surface = sdg_surface(channel, grid)
-        if surface.GetNumberOfPolys() > 0:
-            surfaces[key] = surface
-    return surfaces
+    surfaces = {key: sdg_surface(channel, grid) for key, channel in zip(SURFACE_KEYS, channels)}
+    return {key: surface for key, surface in surfaces.items() if surface.GetNumberOfPolys() > 0}

@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ..core.api import DEFAULT_SLICE_SPACING_MM, Method, Option, Result, RunContext, output_geometry
+from ..core.api import (DEFAULT_SLICE_SPACING_MM, Method, Option, Result, RunContext, check_memory,
+                        mark_unmeasured_slices, output_geometry)
 from ..core.case import Case
 from ..core.errors import InputError
 
@@ -119,9 +120,10 @@ def torch_threads(threads: int, device: str):
 def run(name: str, case: Case, *, slice_spacing: Optional[float] = None, factor: Optional[float] = None,
         device: str = "auto", seed: int = 0, progress: Optional[Callable[[float, str], None]] = None,
         cancel: Optional[Callable[[], bool]] = None, surfaces: bool = False, threads: int = DEFAULT_THREADS,
-        **options) -> Result:
+        max_memory_mib: Optional[float] = None, **options) -> Result:
     """Run registered method ``name`` on ``case``; see the module docstring. ``threads``: torch CPU
-    threads for a learned method (0: leave torch's setting)."""
+    threads for a learned method (0: leave torch's setting). ``max_memory_mib``: refuse the run
+    when its estimated peak is larger (default: what the machine has available)."""
     method = get(name)
     known = {o.name: o for o in method.options}
     unknown = sorted(set(options) - set(known))
@@ -131,7 +133,9 @@ def run(name: str, case: Case, *, slice_spacing: Optional[float] = None, factor:
     values = {o.name: o.coerce(options.get(o.name, o.default)) for o in method.options}
     from ..core.device import resolve_device  # torch only where a method needs it
 
-    ctx = RunContext(output_geometry(case.sax.geometry, slice_spacing, factor),
+    grid = output_geometry(case.sax.geometry, slice_spacing, factor)
+    check_memory(method, grid, max_memory_mib)
+    ctx = RunContext(grid,
                      resolve_device(device) if method.kind == "learned" else "cpu", int(seed), progress, cancel)
     ctx.report(0.0, f"{method.title}: starting")
     t0 = time.perf_counter()
@@ -139,6 +143,7 @@ def run(name: str, case: Case, *, slice_spacing: Optional[float] = None, factor:
         result, ctx = _call_with_cpu_fallback(method, case, ctx, values)
     result.timings.setdefault("total_s", time.perf_counter() - t0)
     result.method = name
+    mark_unmeasured_slices(result, case.sax, method.estimates_displacements)
     result.diagnostics.setdefault("device", str(ctx.device))
     result.diagnostics.setdefault("options", values)
     if surfaces and not result.surfaces:

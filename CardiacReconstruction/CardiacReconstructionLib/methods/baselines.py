@@ -129,17 +129,18 @@ def centroid_shape_interp(case: Case, ctx: RunContext, fit_degree: int = 1) -> R
 
 METHODS = (
     Method("nearest", "Nearest-neighbour upsampling",
-           "Each output slice copies the input slice whose slab contains it. No motion correction.", nearest),
+           "Each output slice copies the input slice whose slab contains it. No motion correction.", nearest,
+           memory=(4, 16)),
     Method("linear", "Linear interpolation of one-hot labels",
            "Through-plane linear interpolation of each label's indicator, then argmax. No motion correction.",
-           linear),
+           linear, memory=(48, 16)),
     Method("shape_interp", "Shape-based interpolation",
            "Per-slice signed distance maps interpolated through-plane (smooth, no motion correction).",
-           shape_interp),
+           shape_interp, memory=(48, 16)),
     Method("centroid_shape_interp", "Centroid alignment + shape-based interpolation",
            "Moves every slice so its LV centroid lies on a smooth fit through all centroids, then "
            "shape-based interpolation. Estimates per-slice displacements.", centroid_shape_interp,
            options=(Option("fit_degree", int, 1, "Polynomial degree of the centroid fit along the stack "
                            "(1: straight long axis, 2: allows curvature).", choices=(1, 2)),),
-           estimates_displacements=True),
+           estimates_displacements=True, memory=(48, 16)),
 )

@@ -60,15 +60,7 @@ STARTS = ("zero", "centroid")
 DEFAULT_ITERATIONS = 2
 
 
-# ---------------------------------------------------------------------------------------------
-# Canonical LR grid
-# ---------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------
 # Displacements from the correction
-# ---------------------------------------------------------------------------------------------
-
 def _parabolic_offset(c_minus: float, c_0: float, c_plus: float) -> float:
     denom = c_minus - 2 * c_0 + c_plus
     return 0.0 if abs(denom) < 1e-12 else float(np.clip(0.5 * (c_minus - c_plus) / denom, -0.5, 0.5))
@@ -115,10 +107,7 @@ def shift_probabilities(prob: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
     return out
 
 
-# ---------------------------------------------------------------------------------------------
 # Networks (loaded once per device from the shipped, checksummed weights)
-# ---------------------------------------------------------------------------------------------
-
 DSL_WEIGHTS, ASV_WEIGHTS = "dsl", "asv"  # names in Resources/Weights/manifest.json
 NETWORKS = NetworkCache({"dsl": DSL_WEIGHTS, "asv": ASV_WEIGHTS})
 
@@ -135,10 +124,7 @@ def load_models(device: str = "cpu"):
     return NETWORKS.get("dsl", device), NETWORKS.get("asv", device)
 
 
-# ---------------------------------------------------------------------------------------------
 # The two stages
-# ---------------------------------------------------------------------------------------------
-
 def _masked_softmax(logits, present: Tuple[int, ...]):
     """Softmax over the classes present in the input only (absent classes get probability 0)."""
     import torch
@@ -229,10 +215,6 @@ def super_resolve(model, prob: np.ndarray, grid: CanonicalGrid, output: Geometry
     prob_hr = run_asv(model, prob[:, :, box_j, box_i], z_sorted, s_out / s_lr, present, device)
     return to_output_grid(prob_hr, hr_geometry, output, present)
 
-
-# ---------------------------------------------------------------------------------------------
-# The registered method
-# ---------------------------------------------------------------------------------------------
 
 def _check_input(sax: Volume) -> None:
     n = sax.shape[0]
@@ -334,4 +316,4 @@ METHODS = (Method(
              Option("start", str, "zero", "DSL's starting point: 'zero' (the input as acquired) or "
                     "'centroid' (after the centroid alignment of the baseline).", choices=STARTS,
                     advanced=True)),
-    kind="learned", requires=REQUIRES, estimates_displacements=True, test_options={"iterations": 1}),)
+    kind="learned", requires=REQUIRES, estimates_displacements=True, memory=(64, 96), test_options={"iterations": 1}),)

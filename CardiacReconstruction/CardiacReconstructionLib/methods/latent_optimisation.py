@@ -74,12 +74,11 @@ import numpy as np
 from .baselines import centroid_displacements, shape_based_interpolation
 from ..core.case import Case
 from ..anatomy.frame import SaxFrame
-from ..core.stack import base_is_first
 from ..core.errors import InputError
 from ..core.geometry import Geometry, Volume, resample
 from ..core.labels import LV, MYO, RV
 from ..core.api import Method, Option, Result, RunContext
-from ..core.stack import slice_areas, slice_centroids
+from ..core.stack import base_is_first, slice_areas, slice_centroids
 from ..networks.cache import NetworkCache
 
 #: Name of the shipped prior in the weights manifest (:mod:`..networks.weights`).
@@ -96,22 +95,13 @@ CROP_MARGIN_MM = 15.0
 _EPS = 1e-6
 
 
-# ---------------------------------------------------------------------------------------------
 # The prior grid placed on a stack
-# ---------------------------------------------------------------------------------------------
-
 def _slice_centroids_ras(sax: Volume, labels: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
     """RAS centroid (n, 3; NaN where absent) and area (mm^2) of ``labels`` in every slice."""
     mm = slice_centroids(sax, labels)  # (n, 2) mm along the stack's i, j from voxel (0, 0)
     si, sj = sax.spacing[:2]
     ijk = np.stack([mm[:, 0] / si, mm[:, 1] / sj, np.arange(sax.shape[0], dtype=float)], axis=1)
     return sax.geometry.index_to_ras(ijk), slice_areas(sax, labels)
-
-
-def _rotate_about(axis: np.ndarray, vector: np.ndarray, degrees: float) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_rotvec(np.radians(degrees) * axis).apply(vector)
 
 
 def prior_frame_from_stack(sax: Volume) -> SaxFrame:
@@ -127,10 +117,12 @@ def prior_frame_from_stack(sax: Volume) -> SaxFrame:
                          "common SAX slice to orient the heart; this stack has "
                          f"{int((n_lv > 0).sum())} slices with LV and {int((n_rv > 0).sum())} with RV.")
     lv_to_rv = ((rv - lv)[both] * np.minimum(n_lv, n_rv)[both, None]).sum(axis=0)
+    from scipy.spatial.transform import Rotation
+
     lv_to_rv -= (lv_to_rv @ k) * k
     if np.linalg.norm(lv_to_rv) < 1e-6:
         raise InputError("The LV and RV centroids of this stack coincide; the heart cannot be oriented.")
-    i = _rotate_about(k, lv_to_rv / np.linalg.norm(lv_to_rv), LV_RV_TO_SAX_I_DEG)
+    i = Rotation.from_rotvec(np.radians(LV_RV_TO_SAX_I_DEG) * k).apply(lv_to_rv / np.linalg.norm(lv_to_rv))
     j = np.cross(k, i)
     kk, jj, ii = np.nonzero(np.isin(arr, (LV, MYO, RV)))
     centre = geo.index_to_ras(np.stack([ii, jj, kk], axis=1).astype(float)).mean(axis=0)
@@ -156,10 +148,6 @@ def labels_on_prior_grid(hr_labels: Volume, sax: Volume, config) -> np.ndarray:
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# The prior
-# ---------------------------------------------------------------------------------------------
-
 NETWORKS = NetworkCache({"vae": DEFAULT_WEIGHTS})
 
 
@@ -169,10 +157,7 @@ def load_prior(weights_name_or_path: str = DEFAULT_WEIGHTS, device: str = "cpu")
     return NETWORKS.get("vae", str(device), weights=str(weights_name_or_path or DEFAULT_WEIGHTS))
 
 
-# ---------------------------------------------------------------------------------------------
 # Observations as sampling problems on the prior grid
-# ---------------------------------------------------------------------------------------------
-
 @dataclass
 class _Observation:
     """Pixels of one set of planes as normalised prior-grid coordinates (grid_sample order x=i,
@@ -305,10 +290,6 @@ def _gaussian_blur(probs, sigma_vox: float, torch):
     return out.reshape(probs.shape)
 
 
-# ---------------------------------------------------------------------------------------------
-# The objective
-# ---------------------------------------------------------------------------------------------
-
 class _Problem:
     """Everything the loss needs, precomputed once per case."""
 
@@ -394,10 +375,6 @@ def _slice_weights(area: np.ndarray, empty_weight: float, floor: float = 0.3) ->
     return np.where(area > 0, np.clip(area / ref, floor, 1.0), empty_weight)
 
 
-# ---------------------------------------------------------------------------------------------
-# Initialisation
-# ---------------------------------------------------------------------------------------------
-
 def _initial_guess(case: Case, prior: Geometry, model, torch, device):
     """Encoder code of the centroid-aligned shape-based interpolation on the prior grid, and the
     centroid baseline's displacements (mm)."""
@@ -427,10 +404,6 @@ def _starts(z_enc, d0, n_starts: int, torch, generator):
             ds.append(d0)
     return torch.stack(zs), torch.stack(ds)
 
-
-# ---------------------------------------------------------------------------------------------
-# Optimisation
-# ---------------------------------------------------------------------------------------------
 
 class _Adam:
     """Adam (Kingma & Ba 2015, default betas) on a few tensors with per-tensor step sizes.
@@ -512,14 +485,6 @@ def _joint_stage(problem: _Problem, model, z, d_free, t, opts, ctx: RunContext, 
     return it, history
 
 
-def _final_state(problem: _Problem, model, z, d_free, t, torch):
-    with torch.no_grad():
-        probs = torch.softmax(model.decode(z), dim=1)
-        d = problem.displacements(d_free)
-        terms = problem.terms(probs, z, d, t)
-    return probs, d, terms
-
-
 def _slice_residuals(problem: _Problem, probs, d, t, torch) -> Dict[str, list]:
     """Per-slice cross-entropy and foreground Dice of the fitted slice against the input slice."""
     with torch.no_grad():
@@ -574,22 +539,9 @@ def latent_optimisation(case: Case, ctx: RunContext, iterations: int = 150, tole
                         shift_step_mm: float = 0.3, blur_voxels: float = 1.5, pixel_step: int = 0,
                         input_weight: float = 0.4, weights: str = DEFAULT_WEIGHTS) -> Result:
     """Registered as ``latent_optimisation``; see the module docstring and the options."""
-    import torch
-
-    return _latent_optimisation(case, ctx, torch, iterations=iterations, tolerance=tolerance, starts=starts,
-                                rigid_iterations=rigid_iterations, lax_weight=lax_weight, gauge=gauge,
-                                motion_sd_mm=motion_sd_mm, displacement_weight=displacement_weight,
-                                smoothness=smoothness, latent_weight=latent_weight,
-                                empty_slice_weight=empty_slice_weight, latent_step=latent_step,
-                                shift_step_mm=shift_step_mm, blur_voxels=blur_voxels, pixel_step=pixel_step,
-                                input_weight=input_weight, weights=weights)
-
-
-def _latent_optimisation(case: Case, ctx: RunContext, torch, *, iterations, tolerance, starts, rigid_iterations,
-                         lax_weight, gauge, motion_sd_mm, displacement_weight, smoothness, latent_weight,
-                         empty_slice_weight, latent_step, shift_step_mm, blur_voxels, pixel_step, input_weight,
-                         weights) -> Result:
     import time
+
+    import torch
 
     opts = dict(iterations=iterations, tolerance=tolerance, starts=starts, rigid_iterations=rigid_iterations,
                 lax_weight=lax_weight, gauge=gauge, motion_sd_mm=motion_sd_mm, displacement_weight=displacement_weight,
@@ -625,7 +577,9 @@ def _latent_optimisation(case: Case, ctx: RunContext, torch, *, iterations, tole
     n_joint, history = _joint_stage(problem, model, z, d_free, t, opts, ctx, torch)
     timings["joint_s"] = time.perf_counter() - t2
 
-    probs, d, terms = _final_state(problem, model, z, d_free, t, torch)
+    with torch.no_grad():
+        probs, d = torch.softmax(model.decode(z), dim=1), problem.displacements(d_free)
+        terms = problem.terms(probs, z, d, t)
     residuals = _slice_residuals(problem, probs, d, t, torch)
     t3 = time.perf_counter()
     t_mm = t[0].detach().cpu().numpy().astype(float)
@@ -638,14 +592,11 @@ def _latent_optimisation(case: Case, ctx: RunContext, torch, *, iterations, tole
         "final_loss": float(terms["total"][0]),
         "loss_terms": {k: float(v[0]) for k, v in terms.items() if k != "per_slice"},
         "start_losses_after_rigid": [round(float(v), 5) for v in start_losses], "best_start": best_start,
-        "loss_history": [round(v, 5) for v in history],
-        "gauge": "lax" if problem.anchored else "zero_mean",
+        "loss_history": [round(v, 5) for v in history], "gauge": "lax" if problem.anchored else "zero_mean",
         "translation_mm": t_mm.round(3).tolist(),
         "prior_grid": {"shape_kji": list(prior.shape), "spacing_ijk": prior.spacing.round(4).tolist(),
                        "centre_ras": frame.centre.round(3).tolist(), "axes_ras": frame.axes.round(5).tolist()},
-        "latent_norm": float(z[0].detach().norm()),
-        **residuals,
-    }
+        "latent_norm": float(z[0].detach().norm()), **residuals}
     return Result(labels, d_mm, timings=timings, diagnostics=diagnostics)
 
 
@@ -699,4 +650,5 @@ METHODS = (Method("latent_optimisation", "Latent optimisation (SRHeart)",
                 "Fits a learned 3D shape prior (beta-VAE) and per-slice in-plane shifts to the stack (and any "
                 "long-axis views) by gradient descent: motion correction and super-resolution in one step.",
                 latent_optimisation, options=OPTIONS, kind="learned", requires=("torch",), estimates_displacements=True,
+                memory=(64, 64),
                 test_options={"iterations": 20, "rigid_iterations": 20, "starts": 1}),)

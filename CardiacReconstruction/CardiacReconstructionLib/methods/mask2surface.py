@@ -70,10 +70,6 @@ N_CLASSES = 4  # background, LV, MYO, RV
 NETWORKS = NetworkCache({"mcsr": MCSR_WEIGHTS, "vqvae": VQVAE_WEIGHTS, "ldm": LDM_WEIGHTS})
 
 
-# ---------------------------------------------------------------------------------------------
-# Networks
-# ---------------------------------------------------------------------------------------------
-
 def using_weights(**paths):
     """Within the block, run with these weights files (keys ``mcsr``, ``vqvae``, ``ldm``)."""
     return NETWORKS.using(**paths)
@@ -85,10 +81,7 @@ def load_models(device: str = "cpu", need=("mcsr", "vqvae", "ldm")):
     return tuple(NETWORKS.get(kind, device) if kind in need else None for kind in ("mcsr", "vqvae", "ldm"))
 
 
-# ---------------------------------------------------------------------------------------------
 # Stage 1: MCSR-Net
-# ---------------------------------------------------------------------------------------------
-
 @dataclass
 class MCSROutput:
     grid: CanonicalGrid  # the canonical LR grid
@@ -126,10 +119,7 @@ def run_mcsr(model, sax: Volume, device: str = "cpu", passes: int = 1) -> MCSROu
     return MCSROutput(grid, shifts[0].cpu().numpy().astype(float), prob, hr_geometry)
 
 
-# ---------------------------------------------------------------------------------------------
 # Stage 2-3: surface grid, C-SDG, latent diffusion
-# ---------------------------------------------------------------------------------------------
-
 def surface_grid(labels: Volume, shape_kji=(32, 64, 64), spacing_ijk=(2.5, 2.5, 4.0)) -> Geometry:
     """The fixed-size grid of the SDGs: ``labels``' axes, centred in-plane on its grid centre and
     along k on the middle of its labelled slices."""
@@ -190,10 +180,6 @@ def voxelise(sdg_mm: np.ndarray, sdg_geometry: Geometry, output: Geometry) -> np
     labels[inside("LV_endocardium")] = LV
     return labels
 
-
-# ---------------------------------------------------------------------------------------------
-# The registered method
-# ---------------------------------------------------------------------------------------------
 
 def _check_input(sax: Volume) -> Tuple[int, ...]:
     n = sax.shape[0]
@@ -293,4 +279,5 @@ METHODS = (Method(
              Option("smoothing_iterations", int, DEFAULT_SMOOTHING, "windowed-sinc smoothing of the surfaces "
                     "(0: the decoded level set as it is).", minimum=0, maximum=100,
                     advanced=True)),
-    kind="learned", requires=REQUIRES, estimates_displacements=True, test_options={"ddim_steps": 2}),)
+    kind="learned", requires=REQUIRES, estimates_displacements=True, memory=(48, 512),
+    test_options={"ddim_steps": 2}),)

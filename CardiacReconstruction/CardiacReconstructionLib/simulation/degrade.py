@@ -134,10 +134,6 @@ class Degraded:
     tilt_axes: Optional[np.ndarray] = None  # (n_lr, 2) unit tilt axis in the stack's (i, j) plane
 
 
-# ---------------------------------------------------------------------------------------------
-# Parameters
-# ---------------------------------------------------------------------------------------------
-
 def resolve_parameters(preset: str, **overrides) -> Dict[str, object]:
     """The preset's parameters with ``overrides`` applied and checked (InputError if invalid)."""
     if preset not in PRESETS:
@@ -185,10 +181,7 @@ def _check_parameters(p: Dict[str, object]) -> None:
                          f"got {tilt!r}.")
 
 
-# ---------------------------------------------------------------------------------------------
 # Random draws (each effect has its own generator)
-# ---------------------------------------------------------------------------------------------
-
 def sample_displacements(params: Dict[str, object], n: int, rng: np.random.Generator) -> np.ndarray:
     """Draw ``n`` in-plane displacements (n, 2) mm (stack i, j axes) from the motion model."""
     model = params["motion"]
@@ -246,10 +239,6 @@ def _draw_dropout(params, n, basal_first: bool, rng) -> np.ndarray:
     first, last = (drop_base, drop_apex) if basal_first else (drop_apex, drop_base)
     return np.arange(first, n - last)
 
-
-# ---------------------------------------------------------------------------------------------
-# Geometry
-# ---------------------------------------------------------------------------------------------
 
 def lr_geometry(hr: Geometry, slice_spacing: float) -> Geometry:
     """The LR stack whose slabs of ``slice_spacing`` mm tile the HR volume from its first slab
@@ -311,10 +300,6 @@ def slice_sampling_matrix(stack: Geometry, k: int, displacement_mm=(0.0, 0.0), r
     return np.linalg.inv(motion) @ tilt
 
 
-# ---------------------------------------------------------------------------------------------
-# Sampling
-# ---------------------------------------------------------------------------------------------
-
 def _slab_offsets(thickness: Optional[float], s_hr: float) -> np.ndarray:
     """Offsets (mm along k) of the sub-samples of one slice: the centre for point sampling, else
     the midpoints of ceil(2 t / s_hr) equal parts of the slab, i.e. at least two per HR slice so
@@ -369,10 +354,6 @@ def add_label_noise(array: np.ndarray, fraction: float, rng: np.random.Generator
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# Public entry points
-# ---------------------------------------------------------------------------------------------
-
 def validate_hr(hr) -> Volume:
     """The HR label volume as uint8 canonical labels; InputError for anything else."""
     if not isinstance(hr, Volume):
@@ -386,12 +367,6 @@ def validate_hr(hr) -> Volume:
     if not (values > 0).any():
         raise InputError("The HR input is empty: it contains no labelled voxels.")
     return Volume(hr.array.astype(np.uint8, copy=False), hr.ijk_to_ras)
-
-
-def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"The seed must be a non-negative integer, got {seed!r}.")
-    return int(seed)
 
 
 def _lr_spacing(hr: Volume, params, slice_spacing, factor) -> float:
@@ -442,7 +417,9 @@ def degrade(hr: Volume, preset: str = "normal", *, slice_spacing: Optional[float
     """
     params = resolve_parameters(preset, **overrides)
     hr = validate_hr(hr)
-    seed = _check_seed(seed)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"The seed must be a non-negative integer, got {seed!r}.")
+    seed = int(seed)
     thickness = _check_thickness(thickness)
     stack = lr_geometry(hr.geometry, _lr_spacing(hr, params, slice_spacing, factor))
     n = stack.n_slices
@@ -470,18 +447,7 @@ def degrade(hr: Volume, preset: str = "normal", *, slice_spacing: Optional[float
 
     kept = _draw_dropout(params, n, base_is_first(lr_truth), rngs["dropout"])
     kept_stack = stack.with_slices(kept.size, float(stack.spacing[2]), float(kept[0] * stack.spacing[2]))
-    return Degraded(
-        sax=Volume.on(kept_stack, observed[kept].astype(np.uint8)),
-        displacements=displacements[kept],
-        lr_truth=Volume.on(kept_stack, lr_truth[kept].astype(np.uint8)),
-        truth=_crop_truth(hr, stack),
-        rotations_deg=rotations[kept],
-        tilts_deg=tilts[kept],
-        kept_slices=kept,
-        preset=preset,
-        seed=seed,
-        parameters=params,
-        tilt_axes=tilt_axes[kept],
-    )
-
-
+    return Degraded(sax=Volume.on(kept_stack, observed[kept].astype(np.uint8)), displacements=displacements[kept],
+                    lr_truth=Volume.on(kept_stack, lr_truth[kept].astype(np.uint8)), truth=_crop_truth(hr, stack),
+                    rotations_deg=rotations[kept], tilts_deg=tilts[kept], kept_slices=kept, preset=preset, seed=seed,
+                    parameters=params, tilt_axes=tilt_axes[kept])

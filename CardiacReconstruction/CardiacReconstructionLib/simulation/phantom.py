@@ -75,10 +75,7 @@ class Phantom:
     params: Dict[str, Any]
 
 
-# ---------------------------------------------------------------------------------------------
 # Shape helpers
-# ---------------------------------------------------------------------------------------------
-
 def _profile(s, p: float):
     """Superellipse profile ``(1 - s^p)^(1/p)`` on [0, 1], 0 beyond: the radius fraction of a
     half-superellipsoid at normalised depth ``s`` (1 at the base, 0 at the tip)."""
@@ -116,10 +113,7 @@ def _unit(v) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-# ---------------------------------------------------------------------------------------------
 # Random shape parameters
-# ---------------------------------------------------------------------------------------------
-
 def _sample_parameters(rng: np.random.Generator) -> Dict[str, Any]:
     """Draw every anatomical parameter (always in the same order, whatever the mode, so that
     the ventricles of a seed are the same in both modes) and solve the dependent sizes."""
@@ -220,10 +214,7 @@ def _solve_rv_thickness(p) -> None:
     p["rv_thickness_mm"] = float((-a1 + np.sqrt(a1 * a1 + 2.0 * a2 * v)) / a2)
 
 
-# ---------------------------------------------------------------------------------------------
 # The anatomy as implicit functions in the heart frame
-# ---------------------------------------------------------------------------------------------
-
 class _Heart:
     """Implicit anatomy of one seed: maps heart-frame points (mm) to canonical labels."""
 
@@ -363,10 +354,7 @@ class _Heart:
         return {k: self.from_anatomy(v) for k, v in anatomical.items()}
 
 
-# ---------------------------------------------------------------------------------------------
 # Grid and pose
-# ---------------------------------------------------------------------------------------------
-
 def _labels_on_grid(heart: _Heart, axes_mm, wholeheart: bool) -> np.ndarray:
     """Evaluate the anatomy on a grid given by its x, y, z coordinate vectors; slabs below and
     above the base are evaluated separately since each holds only its own structures."""

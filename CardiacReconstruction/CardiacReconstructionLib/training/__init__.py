@@ -1,8 +1,7 @@
 """Training commands of the learned pipelines (``cardiac-recon train <name>``)."""
 
-TRAINERS = {"lo": "CardiacReconstructionLib.training.lo"}  # name -> module with add_arguments / main
+TRAINERS = {"lo": "CardiacReconstructionLib.training.lo",  # name -> module with add_arguments / main
+            "dsl_asv": "CardiacReconstructionLib.training.dsl_asv",  # DeepWHR: dsl | asv | finetune
+            "mask2surface": "CardiacReconstructionLib.training.mask2surface"}  # mcsr | pairs | vqvae | ldm
 
 __all__ = ["TRAINERS"]
-
-TRAINERS["dsl_asv"] = "CardiacReconstructionLib.training.dsl_asv"  # DeepWHR: dsl | asv | finetune
-TRAINERS["mask2surface"] = "CardiacReconstructionLib.training.mask2surface"  # mcsr | pairs | vqvae | ldm

@@ -60,10 +60,6 @@ class Card:
     notes: Sequence[str] = field(default_factory=tuple)  # extra reproduction notes
 
 
-def data_bullets(keys: Sequence[str]) -> str:
-    return "\n".join(f"* Training data: {DATA_TERMS[k][0]} Terms: {DATA_TERMS[k][1]}." for k in keys)
-
-
 def render(card: Card) -> str:
     """The card's markdown."""
     bullets = lambda items: [f"* {b}" for b in items]  # noqa: E731
@@ -72,7 +68,7 @@ def render(card: Card) -> str:
              SECTIONS[1], "",
              f"* Weights: {WEIGHTS_LICENCE}, the project's licence.",
              f"* Method: {card.method}",
-             data_bullets(card.data),
+             *(f"* Training data: {DATA_TERMS[k][0]} Terms: {DATA_TERMS[k][1]}." for k in card.data),
              f"* Used: {card.data_used}", "",
              "## Training", "", *bullets(card.training), "",
              SECTIONS[2], "", card.selection, "",
@@ -87,24 +83,21 @@ def render(card: Card) -> str:
     return "\n".join(lines)
 
 
-TIME_BUDGET_NOTE = ("A time-budgeted run (`--minutes`): its learning rate follows the minutes spent, so the same "
-                    "command makes as many steps as the machine manages and reproduces these weights in kind, not bit "
-                    "for bit. `--minutes 0 --max-steps N` trains by steps instead, the same bit for bit for the same "
-                    "seed, device and thread count.")
-
-
 def budget_note(train) -> str:
     """How far the command reproduces a budgeted run: by time (in kind) or by steps (exactly)."""
     if train.get("minutes", 1) > 0:
-        return TIME_BUDGET_NOTE
+        return ("A time-budgeted run (`--minutes`): its learning rate follows the minutes spent, so the same command "
+                "makes as many steps as the machine manages and reproduces these weights in kind, not bit for bit. "
+                "`--minutes 0 --max-steps N` trains by steps instead, the same bit for bit for the same seed, device "
+                "and thread count.")
     return ("Trained by steps (`--minutes 0`): the learning rate follows the steps, so the command repeats these "
             "weights bit for bit for the same seed, device and thread count.")
 
 
 def device_line(meta) -> str:
     """'cpu, 1 CPU thread, torch 2.x' from a weights file's meta (:meth:`.trainer.Trainer.meta`)."""
-    threads = meta.get("threads", 1)
-    return f"{meta.get('device', 'cpu')}, {threads} CPU thread{'s' if threads != 1 else ''}, torch {meta.get('torch', '?')}"
+    n = meta.get("threads", 1)
+    return f"{meta.get('device', 'cpu')}, {n} CPU thread{'s' if n != 1 else ''}, torch {meta.get('torch', '?')}"
 
 
 def budget_options(train, default_max_steps: int = 100000) -> str:

@@ -60,7 +60,6 @@ N_SUBJECTS = 19
 #: Fixed validation subjects of the CT cohort (the last four); everything else real is training.
 VALIDATION_SUBJECTS = ("subject_15", "subject_16", "subject_17", "subject_18")
 
-
 #: Label interpolation of the one resampling pass. SimpleITK's LabelLinear picks, per output
 #: voxel, the label whose linearly interpolated indicator is largest: label volumes and
 #: boundaries follow the 1 mm source to sub-voxel accuracy on rotated/deformed grids without the
@@ -72,13 +71,8 @@ LABEL_INTERPOLATION = "label_linear"
 #: 5-10 mm between slices) was not preserved in the shared data.
 ACDC_SPACING = (1.5, 1.5, 10.0)
 
-
 PathLike = Union[str, Path]
 
-
-# ---------------------------------------------------------------------------------------------
-# Locating the data
-# ---------------------------------------------------------------------------------------------
 
 def default_data_root() -> Path:
     """``$CARDIAC_RECON_DATA`` if set, else ``<repo>/../shared/data`` (beside the repository)."""
@@ -107,10 +101,7 @@ def _data_dir(root: Optional[PathLike], name: str) -> Path:
                      f"sub-folder (set {DATA_ENV} or pass root).")
 
 
-# ---------------------------------------------------------------------------------------------
 # Whole-heart CT cohort: subjects and split
-# ---------------------------------------------------------------------------------------------
-
 def _names(directory: Path, pattern: str) -> Tuple[str, ...]:
     return tuple(sorted(p.stem for p in directory.glob(pattern)))
 
@@ -162,10 +153,7 @@ def split(root: Optional[PathLike] = None, which: str = "train", include_pca: bo
     return tuple(directory / f"{n}.npz" for n in names)
 
 
-# ---------------------------------------------------------------------------------------------
 # Reading one shape (cached)
-# ---------------------------------------------------------------------------------------------
-
 @dataclass(frozen=True)
 class CTShape:
     """One CT shape as stored: raw labels indexed [x, y, z] (read-only), world origin of voxel
@@ -210,15 +198,7 @@ def read_shape(path: PathLike) -> CTShape:
     return _read_shape_cached(str(path.resolve()))
 
 
-# ---------------------------------------------------------------------------------------------
-# Short-axis frame and valve planes (all from landmarks)
-# ---------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------
 # Augmentation: one SimpleITK transform (output SAX grid -> source world)
-# ---------------------------------------------------------------------------------------------
-
 @dataclass(frozen=True)
 class AugmentationRanges:
     """Ranges of the random augmentation (see :func:`draw_augmentation`)."""
@@ -327,10 +307,7 @@ def _rng_from(augment) -> Optional[np.random.Generator]:
     raise InputError(f"augment must be None, a seed (int) or a numpy Generator, got {type(augment).__name__}.")
 
 
-# ---------------------------------------------------------------------------------------------
 # Loading one shape into its SAX frame
-# ---------------------------------------------------------------------------------------------
-
 MODES = ("biventricular", "wholeheart")
 
 
@@ -382,10 +359,6 @@ def load_subject(path: PathLike, grid_shape=DEFAULT_GRID_SHAPE, spacing=DEFAULT_
     return resample(source, reference, interpolation, transform=transform)
 
 
-# ---------------------------------------------------------------------------------------------
-# Torch-style dataset
-# ---------------------------------------------------------------------------------------------
-
 class CTCohort:
     """The CT cohort as a map-style dataset: ``len(cohort)`` shapes, ``cohort[i]`` a SAX
     :class:`Volume` (or ``transform(volume)``), usable with ``torch.utils.data.DataLoader``.
@@ -433,10 +406,6 @@ class CTCohort:
                            augment=self.rng_for(index) if self.augment else None, ranges=self.ranges)
         return self.transform(vol) if self.transform is not None else vol
 
-
-# ---------------------------------------------------------------------------------------------
-# ACDC
-# ---------------------------------------------------------------------------------------------
 
 #: ACDC validation patients: those whose number is a multiple of 5 (17 of the 80 patients in the
 #: shared data; ACDC orders its five diagnostic groups in blocks of 20, so every group is held out).

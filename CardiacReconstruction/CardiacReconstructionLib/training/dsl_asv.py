@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -37,14 +37,9 @@ from ..core.device import resolve_device
 from ..core.errors import InputError
 from ..networks.checkpoint import load_network, save_network
 from .cards import DEFAULT_SELECTION, add_selection_argument
-from .pool import HeartPool, cohort_paths, crop_to_heart, degraded_sample
+from .pool import HeartPool, cohort_paths, crop_to_heart, degraded_sample, heart_crop
 from .trainer import (BudgetConfig, add_budget_arguments, budget_from_arguments, budgeted_trainer, onehot_tensor,
                       started, to_device)
-
-# ---------------------------------------------------------------------------------------------
-# Configuration
-# ---------------------------------------------------------------------------------------------
-
 
 @dataclass
 class DSLTrainConfig(BudgetConfig):
@@ -77,10 +72,6 @@ class ASVTrainConfig(BudgetConfig):
     subjects: Optional[Tuple[str, ...]] = None
 
 
-# ---------------------------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------------------------
-
 def dsl_pair(pool: HeartPool, cfg: DSLTrainConfig, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
     """One (degraded, clean) canonical LR pair, uint8 [k, j, i] each."""
     from ..anatomy.canonical import canonical_geometry, to_canonical_labels
@@ -108,19 +99,9 @@ def asv_sample(pool: HeartPool, cfg: ASVTrainConfig, rng: np.random.Generator):
     target = resample(hr, out, "nearest").array
     s_eff = float(out.spacing[2])
     z = (np.arange(out.n_slices) + 0.5) * s_eff / s_lr - 0.5  # LR slice units, 0 = first LR centre
-    fg = np.argwhere(sax.array.any(axis=0))
-    cj, ci = fg[int(rng.integers(len(fg)))]
-    n = sax.shape[1]
-    c = cfg.crop
-    j0 = int(np.clip(cj - c // 2 + rng.integers(-4, 5), 0, n - c))
-    i0 = int(np.clip(ci - c // 2 + rng.integers(-4, 5), 0, sax.shape[2] - c))
-    return (sax.array[:, j0:j0 + c, i0:i0 + c], z.astype(np.float32), s_eff / s_lr,
-            target[:, j0:j0 + c, i0:i0 + c])
+    rows, cols = heart_crop(sax.array, cfg.crop, rng)
+    return sax.array[:, rows, cols], z.astype(np.float32), s_eff / s_lr, target[:, rows, cols]
 
-
-# ---------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------
 
 def train_dsl(cfg: DSLTrainConfig, output: Path, resume: bool = False, log=print) -> Path:
     """Train DSL (see the module docstring); writes ``output`` (weights) and its checkpoint."""
@@ -163,10 +144,7 @@ def train_asv(cfg: ASVTrainConfig, output: Path, resume: bool = False, log=print
     return run.run_budget(cfg, sample_loss, cfg.batch, pool.refresher(cfg.refresh_every)).export(output)
 
 
-# ---------------------------------------------------------------------------------------------
 # Validation on the held-out CT hearts (the numbers of the model cards)
-# ---------------------------------------------------------------------------------------------
-
 def validate(dsl_weights=None, asv_weights=None, root=None, seeds=(0, 1, 2), log=print,
              device: str = "auto") -> Dict[str, float]:
     """Metrics of the networks on the cohort's validation hearts (never trained on), 10 mm stacks:
@@ -176,47 +154,41 @@ def validate(dsl_weights=None, asv_weights=None, root=None, seeds=(0, 1, 2), log
     * ASV: mean Dice (LV, MYO, RV) of super-resolution without motion (``correction='none'``)
       to 2 mm (x5) and 3 mm (x3.33, non-integer), against linear interpolation of the labels.
     """
-    from ..methods import dsl_asv as pipe
-
-    with pipe.using_weights(dsl_weights, asv_weights):
-        return _validate(root, seeds, log, device)
-
-
-def _validate(root, seeds, log, device) -> Dict[str, float]:
     from ..evaluation.bench import cohort_anatomies
-    from ..simulation.cases import make_case
-    from ..methods import run
     from ..evaluation.metrics import dice, displacement_error
+    from ..methods import dsl_asv as pipe, run
+    from ..simulation.cases import make_case
 
     out: Dict[str, List[float]] = {}
-    for anatomy in cohort_anatomies(root):
-        for preset in ("normal", "severe"):
-            for seed in seeds:
-                case = make_case(anatomy.truth, preset, seed=seed, slice_spacing=10.0)
-                res = run("dsl_asv", case, slice_spacing=2.0, device=device)
-                err = displacement_error(res.displacements, case.true_displacements, remove_mean=True)["mean_mm"]
-                zero = displacement_error(np.zeros_like(case.true_displacements), case.true_displacements,
-                                          remove_mean=True)["mean_mm"]
-                out.setdefault(f"dsl_displacement_error_{preset}_mm", []).append(err)
-                out.setdefault(f"no_correction_displacement_error_{preset}_mm", []).append(zero)
-                dice_mean = float(np.mean(list(dice(res.labels, case.truth).values())))
-                out.setdefault(f"dice_mean_{preset}", []).append(dice_mean)
-        case = make_case(anatomy.truth, "none", seed=0, slice_spacing=10.0)
-        for spacing in (2.0, 3.0):
-            tag = f"x{10.0 / spacing:.3g}"
-            res = run("dsl_asv", case, slice_spacing=spacing, correction="none", device=device)
-            lin = run("linear", case, slice_spacing=spacing)
-            truth = case.truth
-            out.setdefault(f"asv_dice_{tag}", []).append(float(np.mean(list(dice(res.labels, truth).values()))))
-            out.setdefault(f"linear_dice_{tag}", []).append(float(np.mean(list(dice(lin.labels, truth).values()))))
-        log(f"validated {anatomy.name}")
+
+    def add(key: str, value: float) -> None:
+        out.setdefault(key, []).append(value)
+
+    def mean_dice(result, truth) -> float:
+        return float(np.mean(list(dice(result.labels, truth).values())))
+
+    with pipe.using_weights(dsl_weights, asv_weights):
+        for anatomy in cohort_anatomies(root):
+            for preset in ("normal", "severe"):
+                for seed in seeds:
+                    case = make_case(anatomy.truth, preset, seed=seed, slice_spacing=10.0)
+                    res, true = run("dsl_asv", case, slice_spacing=2.0, device=device), case.true_displacements
+                    add(f"dsl_displacement_error_{preset}_mm",
+                        displacement_error(res.displacements, true, remove_mean=True)["mean_mm"])
+                    add(f"no_correction_displacement_error_{preset}_mm",
+                        displacement_error(np.zeros_like(true), true, remove_mean=True)["mean_mm"])
+                    add(f"dice_mean_{preset}", mean_dice(res, case.truth))
+            case = make_case(anatomy.truth, "none", seed=0, slice_spacing=10.0)
+            for spacing in (2.0, 3.0):
+                tag = f"x{10.0 / spacing:.3g}"
+                add(f"asv_dice_{tag}", mean_dice(run("dsl_asv", case, slice_spacing=spacing, correction="none",
+                                                     device=device), case.truth))
+                add(f"linear_dice_{tag}", mean_dice(run("linear", case, slice_spacing=spacing), case.truth))
+            log(f"validated {anatomy.name}")
     return {k: float(np.mean(v)) for k, v in out.items()}
 
 
-# ---------------------------------------------------------------------------------------------
 # Model cards and installation into Resources/Weights
-# ---------------------------------------------------------------------------------------------
-
 METHOD = ('Dong J., Ke W., Ding W., Huang L., Yang M. "Cross-Modality Whole-Heart MRI Reconstruction with Deep '
           'Motion Correction and Super-Resolution" (DeepWHR). Re-implemented from the paper; no code of the authors '
           'was used (none is public).')
@@ -245,14 +217,9 @@ _CARD_TEXT = {
 }
 
 
-def _default_iterations() -> int:
-    from ..methods.dsl_asv import DEFAULT_ITERATIONS
-
-    return DEFAULT_ITERATIONS
-
-
 def model_card(kind: str, weights_path, metrics: Dict[str, float], selection: str = DEFAULT_SELECTION) -> str:
     """Markdown model card of a trained weights file (:mod:`.cards`)."""
+    from ..methods.dsl_asv import DEFAULT_ITERATIONS
     from .cards import Card, budget_note, budget_options, metrics_table, render, weights_facts
 
     meta, cfg, train, facts = weights_facts(weights_path, "each a freshly degraded, augmented heart")
@@ -261,7 +228,7 @@ def model_card(kind: str, weights_path, metrics: Dict[str, float], selection: st
     validation = metrics_table(
         "## Validation (4 held-out CT hearts, 10 mm stacks, 3 motion seeds)",
         "Measured through the `dsl_asv` pipeline with its defaults (correction 'shift', "
-        f"{_default_iterations()} DSL passes) by `cardiac-recon train dsl_asv validate`, on subject_15-subject_18 "
+        f"{DEFAULT_ITERATIONS} DSL passes) by `cardiac-recon train dsl_asv validate`, on subject_15-subject_18 "
         "resliced on the benchmark grid (128 x 128 x 64 at 1.25 x 1.25 x 2 mm, valve-cut), reconstructed at 2 mm. "
         "Displacement errors: mean per-slice Euclidean error (mm) after removing each set's mean, over all slices "
         "(slices without anatomy count with an estimate of zero). Dice: mean over LV, MYO, RV. ASV rows: no "
@@ -290,10 +257,7 @@ def install_weights(dsl_path, asv_path, metrics: Dict[str, float], directory=Non
         log(f"installed {name}: {entry}")
 
 
-# ---------------------------------------------------------------------------------------------
 # MRI fine-tuning (encoder only, decoder frozen)
-# ---------------------------------------------------------------------------------------------
-
 SEGMENTATION_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
 
 
@@ -384,10 +348,6 @@ def finetune_dsl(corrected_dir, output, weights=None, uncorrected=None, minutes:
     return Path(output)
 
 
-# ---------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("stage", choices=("dsl", "asv", "finetune", "validate", "install"),
                    help="dsl: CT pre-training of the motion-correction autoencoder; asv: the super-resolution "
@@ -420,34 +380,19 @@ def main(args) -> int:
     if not args.output:
         raise InputError(f"train dsl_asv {args.stage} needs --output FILE.pt.")
     output = Path(args.output)
+    data = dict(budget_from_arguments(args), data_root=args.data, subjects=subjects)
+    tiny = dict(pool_biventricular=1, pool_wholeheart=1) if args.small else {}  # --small: smoke tests
     if args.stage == "dsl":
-        cfg = DSLTrainConfig(**budget_from_arguments(args), data_root=args.data, subjects=subjects)
-        if args.small:
-            cfg = DSLTrainConfig(**{**asdict(cfg), "pool_biventricular": 1, "pool_wholeheart": 1, "accumulate": 1,
-                                    "inplane_size": 32, "channels": (8, 8, 16), "hr_inplane_mm": (2.5, 2.5)})
-        train_dsl(cfg, output, args.resume)
+        small = dict(tiny, accumulate=1, inplane_size=32, channels=(8, 8, 16), hr_inplane_mm=(2.5, 2.5)) if tiny else {}
+        train_dsl(DSLTrainConfig(**data, **small), output, args.resume)
     elif args.stage == "asv":
-        cfg = ASVTrainConfig(**budget_from_arguments(args), data_root=args.data, subjects=subjects)
-        if args.small:
-            cfg = ASVTrainConfig(**{**asdict(cfg), "pool_biventricular": 1, "pool_wholeheart": 1, "batch": 1,
-                                    "crop": 16})
-        train_asv(cfg, output, args.resume)
+        small = dict(tiny, batch=1, crop=16) if tiny else {}
+        train_asv(ASVTrainConfig(**data, **small), output, args.resume)
     else:
         if not args.corrected:
             raise InputError("finetune needs --corrected FOLDER with corrected SAX label stacks.")
         finetune_dsl(args.corrected, output, weights=args.weights, uncorrected=args.uncorrected,
-                     minutes=5.0 if args.minutes is None else args.minutes, max_steps=args.max_steps, seed=args.seed, threads=args.threads,
-                     convention=args.convention, resume=args.resume, device=args.device)
+                     minutes=5.0 if args.minutes is None else args.minutes, max_steps=args.max_steps, seed=args.seed,
+                     threads=args.threads, convention=args.convention, resume=args.resume, device=args.device)
     return 0
 
-
-if __name__ == "__main__":
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m CardiacReconstructionLib.training.dsl_asv")
-    add_arguments(parser)
-    try:
-        sys.exit(main(parser.parse_args()))
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)

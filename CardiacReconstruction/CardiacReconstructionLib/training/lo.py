@@ -82,10 +82,6 @@ class TrainConfig:
                          channels=self.channels, beta=self.beta, free_bits=self.free_bits)
 
 
-# ---------------------------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------------------------
-
 def _one_ct_sample(job) -> np.ndarray:
     """Worker: one (augmented) CT shape on the prior grid, uint8 labels [k, j, i]."""
     path, grid_shape, spacing, seed_seq = job
@@ -184,10 +180,6 @@ def translate(batch, shifts: np.ndarray):
         out[(b, *dst)] = batch[(b, *src)]
     return out
 
-
-# ---------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------
 
 def dice_per_class(pred, truth, n_classes: int) -> np.ndarray:
     """Dice of classes 1..n-1 between two class-index arrays (NaN where both are empty)."""
@@ -391,11 +383,12 @@ Encode -> decode with z = mu, Dice on the prior grid: LV {val['dice_LV']:.3f}, M
         use=f"As the shape prior of `latent_optimisation`. It has seen {population}, at a reduced resolution: "
             "unusual anatomy is pulled towards the shapes it knows, so check the per-slice residuals that the "
             "method reports.",
-        method=f"SRHeart: {meta['method']} Re-implemented from the paper.", data=("ct", "acdc") if cfg.get("acdc") else ("ct",),
+        method=f"SRHeart: {meta['method']} Re-implemented from the paper.",
+        data=("ct", "acdc") if cfg.get("acdc") else ("ct",),
         data_used=f"the training split of the whole-heart CT cohort (15 real subjects; the PCA shapes were left out "
                   "because they leak the validation subjects), valve-plane cut, resliced straight onto the grid with "
-                  f"augmentation (scale +-15 %, long-axis scale, tilt, spin, elastic), {cfg['augmentations']} draws per "
-                  f"subject{acdc}; {meta['training_shapes']} shapes in all, plus random translations of up to "
+                  f"augmentation (scale +-15 %, long-axis scale, tilt, spin, elastic), {cfg['augmentations']} draws "
+                  f"per subject{acdc}; {meta['training_shapes']} shapes in all, plus random translations of up to "
                   f"{cfg['translate_voxels']} voxels (k, j, i) per step.",
         command=f"cardiac-recon train lo --output OUT{options} --register {name}", device=device_line(meta),
         sha256=sha256, selection=selection, validation=validation,
@@ -416,10 +409,6 @@ def register_weights(output: Path, name: str = "lo_vae", directory=None, selecti
     return weights.register(name, path, model_card(meta, weights.sha256(path), name, selection), directory=directory)
 
 
-# ---------------------------------------------------------------------------------------------
-# Command line (``cardiac-recon train lo``)
-# ---------------------------------------------------------------------------------------------
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     p.add_argument("--output", required=True, help="folder for checkpoint.pt, lo_vae.pt and lo_vae.json")
@@ -427,9 +416,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", metavar="WEIGHTS", default=None,
                    help="start a new run from these weights (a manifest name such as lo_vae, or a .pt file): "
                         "fine-tuning with a fresh optimiser")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the cached training set (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=d.epochs,
+                   help="passes over the cached training set (default: %(default)s)")
     p.add_argument("--grid", default=",".join(map(str, d.grid_shape)), help="prior grid k,j,i (default: %(default)s)")
-    p.add_argument("--spacing", default=",".join(map(str, d.spacing)), help="prior spacing i,j,k mm (default: %(default)s)")
+    p.add_argument("--spacing", default=",".join(map(str, d.spacing)),
+                   help="prior spacing i,j,k mm (default: %(default)s)")
     p.add_argument("--latent", type=int, default=d.latent_dim, help="latent size (default: %(default)s)")
     p.add_argument("--channels", default=",".join(map(str, d.channels)), help="encoder channels per level")
     p.add_argument("--beta", type=float, default=d.beta, help="KL weight (default: %(default)s)")
@@ -454,25 +445,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_selection_argument(p)
 
 
-def _ints(text: str, what: str) -> Tuple[int, ...]:
+def _numbers(text: str, what: str, kind=int) -> Tuple:
     try:
-        return tuple(int(t) for t in text.split(","))
+        return tuple(kind(t) for t in text.split(","))
     except ValueError:
-        raise InputError(f"{what} must be comma-separated integers, got {text!r}.") from None
-
-
-def _floats(text: str, what: str) -> Tuple[float, ...]:
-    try:
-        return tuple(float(t) for t in text.split(","))
-    except ValueError:
-        raise InputError(f"{what} must be comma-separated numbers, got {text!r}.") from None
+        raise InputError(f"{what} must be comma-separated {'integers' if kind is int else 'numbers'}, "
+                         f"got {text!r}.") from None
 
 
 def config_from_args(args) -> TrainConfig:
     if args.epochs < 1 or args.batch_size < 1:
         raise InputError("--epochs and --batch-size must be at least 1.")
-    cfg = TrainConfig(grid_shape=_ints(args.grid, "--grid"), spacing=_floats(args.spacing, "--spacing"),
-                      latent_dim=args.latent, channels=_ints(args.channels, "--channels"), beta=args.beta,
+    cfg = TrainConfig(grid_shape=_numbers(args.grid, "--grid"), spacing=_numbers(args.spacing, "--spacing", float),
+                      latent_dim=args.latent, channels=_numbers(args.channels, "--channels"), beta=args.beta,
                       free_bits=args.free_bits, epochs=args.epochs, batch_size=args.batch_size,
                       learning_rate=args.lr, final_learning_rate=args.lr / 10, augmentations=args.augmentations,
                       acdc=args.acdc, subjects=args.subjects, seed=args.seed, checkpoint_every=args.checkpoint_every,

@@ -43,11 +43,10 @@ from ..networks import weights
 from ..core.device import resolve_device
 from ..core.errors import InputError
 from .cards import DEFAULT_SELECTION, add_selection_argument
-from .pool import HeartPool, cohort_paths, crop_to_heart, degraded_sample
+from .pool import HeartPool, cohort_paths, crop_to_heart, degraded_sample, heart_crop
 from .trainer import (BudgetConfig, add_budget_arguments, budget_from_arguments, budgeted_trainer, onehot_tensor,
                       start_torch, started, to_device)
 
-N_CLASSES = 4  # background, LV, MYO, RV
 NEAR_SURFACE_MM = 3.0  # the VQ-VAE's L1 weighs errors within a few mm of a surface up to 4x
 
 
@@ -65,10 +64,7 @@ class MCSRTrainConfig(BudgetConfig):
     subjects: Optional[Tuple[str, ...]] = None
 
 
-# ---------------------------------------------------------------------------------------------
 # MCSR samples
-# ---------------------------------------------------------------------------------------------
-
 def shifted(geometry, offset_ras: np.ndarray):
     """``geometry`` moved by ``-offset_ras``: resampling a volume onto it and reading the array on
     the unmoved grid gives the volume translated by ``+offset_ras``."""
@@ -108,21 +104,6 @@ def mcsr_targets(sax, clean, hr, displacements_mm, inplane_size: int, hr_slice_s
     return x, centred.astype(np.float32), lr_target, z.astype(np.float32), hr_target, grid
 
 
-def mcsr_sample(pool: HeartPool, cfg: MCSRTrainConfig, rng: np.random.Generator, hr_slice_spacing_mm: float = 2.0):
-    hr, deg, sax, clean, kept = degraded_sample(pool, cfg.slice_spacing_mm, rng)
-    return mcsr_targets(sax, clean, hr, deg.displacements[kept], cfg.inplane_size, hr_slice_spacing_mm)[:5]
-
-
-def heart_crop(labels: np.ndarray, size: int, rng: np.random.Generator) -> Tuple[slice, slice]:
-    """A random in-plane (j, i) window of ``size`` voxels centred near a random heart voxel."""
-    fg = np.argwhere(labels.any(axis=0))
-    n_j, n_i = labels.shape[1:]
-    cj, ci = fg[int(rng.integers(len(fg)))] if len(fg) else (n_j // 2, n_i // 2)
-    j0 = int(np.clip(cj - size // 2 + rng.integers(-4, 5), 0, n_j - size))
-    i0 = int(np.clip(ci - size // 2 + rng.integers(-4, 5), 0, n_i - size))
-    return slice(j0, j0 + size), slice(i0, i0 + size)
-
-
 def mcsr_loss(model, x, shifts_true, lr_target, z, hr_target, crop: Tuple[slice, slice]):
     """L1 on the centred translations (voxels, labelled slices) + soft Dice of the corrected LR
     stack + CE and soft Dice of the HR output (on an in-plane crop, for speed)."""
@@ -152,17 +133,16 @@ def train_mcsr(cfg: MCSRTrainConfig, output: Path, resume: bool = False, log=pri
     hr_mm = model.config.hr_slice_spacing_mm
 
     def sample_loss(step):
-        x, shifts, lr_target, z, hr_target = mcsr_sample(pool, cfg, rng, hr_mm)
+        hr, deg, sax, clean, kept = degraded_sample(pool, cfg.slice_spacing_mm, rng)
+        x, shifts, lr_target, z, hr_target, _ = mcsr_targets(sax, clean, hr, deg.displacements[kept], cfg.inplane_size,
+                                                             hr_mm)
         crop = heart_crop(hr_target, min(cfg.crop, x.shape[1]), rng)
         return mcsr_loss(model, x, shifts, lr_target, z, hr_target, crop)
 
     return run.run_budget(cfg, sample_loss, cfg.accumulate, pool.refresher(cfg.refresh_every)).export(output)
 
 
-# ---------------------------------------------------------------------------------------------
 # The SDG data set (condition from the trained MCSR-Net, ground truth from the meshes)
-# ---------------------------------------------------------------------------------------------
-
 PAIR_PRESETS = ("normal", "mask2surface", "severe")
 _BENCH_GRID = ((64, 128, 128), (1.25, 1.25, 2.0))  # the benchmark's HR grid (k, j, i), spacing (i, j, k)
 
@@ -207,9 +187,9 @@ def acdc_surface_pair(key: str, seed: int, mcsr, vq_config, data_root=None,
     """(condition C-SDG, target SDG) for one MRI-shaped heart: the pseudo high-resolution shape
     of a real ACDC stack (:func:`.cohort.acdc_pseudo_hr`) degraded and corrected like
     :func:`surface_pair`; the target is the C-SDG of that shape. Why: the CT cohort alone is 15
-    healthy end-diastolic hearts, and the CT-only VQ-VAE reconstructed the C-SDGs of real MRI stacks
-    (ACDC) 1.3-2.8 x worse near the surface than those of held-out CT hearts, so a CT-only prior pulls MRI shapes towards CT
-    anatomy. The pseudo-HR shape is an approximation (interpolated between 10 mm slices), used
+    healthy end-diastolic hearts, and the CT-only VQ-VAE reconstructed the C-SDGs of real MRI stacks (ACDC)
+    1.3-2.8 x worse near the surface than those of held-out CT hearts, so a CT-only prior pulls MRI shapes
+    towards CT anatomy. The pseudo-HR shape is an approximation (interpolated between 10 mm slices), used
     for its shape family only, never to score."""
     from .cohort import acdc_pseudo_hr, load_acdc
     from ..core.sdf import label_sdgs
@@ -247,8 +227,7 @@ def make_pairs(output, mcsr_weights, n_per_subject: int = 10, subjects=None, dat
         make = lambda path, s: surface_pair(path, s, mcsr, VQVAEConfig(), device)  # noqa: E731
     jobs = [(p, seed * 100003 + 1000 * i + r) for r in range(n_per_subject) for i, p in enumerate(shapes)]
     done = dict(np.load(part)) if part.is_file() else {}
-    cond, truth, names = (list(done.get("condition", [])), list(done.get("truth", [])),
-                          list(done.get("subject", [])))
+    cond, truth, names = (list(done.get(key, [])) for key in ("condition", "truth", "subject"))
     t0 = time.perf_counter()
     for n, (path, s) in enumerate(jobs[len(cond):], start=len(cond)):
         c, t = make(path, s)
@@ -264,10 +243,7 @@ def make_pairs(output, mcsr_weights, n_per_subject: int = 10, subjects=None, dat
     return output
 
 
-# ---------------------------------------------------------------------------------------------
 # VQ-VAE and latent denoiser
-# ---------------------------------------------------------------------------------------------
-
 @dataclass
 class SDGTrainConfig(BudgetConfig):
     lr: float = 5e-4
@@ -414,10 +390,7 @@ def train_ldm(cfg: SDGTrainConfig, vqvae_weights, output: Path, resume: bool = F
     return run.run_budget(cfg, sample_loss).export(output, samples=run.step * cfg.batch, data=pair_sources(cfg.pairs))
 
 
-# ---------------------------------------------------------------------------------------------
 # Model cards and installation
-# ---------------------------------------------------------------------------------------------
-
 METHOD = ('Zhang et al., "Mask2Surface" (MCSR-Net + coarse signed distance grids + VQ-VAE latent diffusion; '
           "`shared/papers/001`), MCSR-Net after Chen et al. 2024, MCSR-ETE. Re-implemented from the papers; no peer "
           "code used. Networks from MONAI (`UNet`, `VQVAE`, `DiffusionModelUNet`, `DDPMScheduler`, `DDIMScheduler`).")
@@ -515,10 +488,6 @@ def install_weights(paths: Dict[str, str], metrics: Dict[str, float], pairs_note
         log(f"installed {names[kind]}: {entry}")
 
 
-# ---------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("stage", choices=("mcsr", "pairs", "vqvae", "ldm", "validate", "install"),
                    help="mcsr: MCSR-Net; pairs: the SDG data set (needs --mcsr); vqvae: the VQ-VAE (needs "
@@ -526,7 +495,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "held-out CT hearts (shipped weights, or --mcsr/--vqvae/--ldm); install: validate, then "
                         "register the three files with model cards")
     p.add_argument("--output", help="file to write (.pt weights or .npz pairs); checkpoint <output>.ckpt")
-    add_budget_arguments(p, "default: 20 mcsr, 10 vqvae, 10 ldm", "continue from <output>.ckpt (pairs: <output>.part.npz)")
+    add_budget_arguments(p, "default: 20 mcsr, 10 vqvae, 10 ldm",
+                         "continue from <output>.ckpt (pairs: <output>.part.npz)")
     p.add_argument("--per-subject", type=int, default=10, help="pairs: augmented samples per subject")
     p.add_argument("--pairs", help="vqvae/ldm: the SDG pairs file(s) made by the 'pairs' stage (comma-separated)")
     p.add_argument("--source", choices=PAIR_SOURCES, default="ct",

@@ -31,15 +31,6 @@ def cohort_paths(root, subjects) -> Tuple[Path, ...]:
     return split(root, "train", include_pca=False)
 
 
-def _load_hr(path, mode: str, inplane_mm: float, k_mm: float, rng: np.random.Generator):
-    from .cohort import load_subject
-
-    n_i = int(round(_INPLANE_EXTENT_MM / inplane_mm))
-    n_k = int(round(_K_EXTENT_MM[mode] / k_mm))
-    return load_subject(path, grid_shape=(n_k, n_i, n_i), spacing=(inplane_mm, inplane_mm, k_mm), mode=mode,
-                        augment=rng)
-
-
 class HeartPool:
     """Augmented HR hearts kept in memory, one replaced by a fresh augmentation on request."""
 
@@ -52,9 +43,14 @@ class HeartPool:
         log(f"pool of {len(self.hearts)} augmented hearts in {time.perf_counter() - t0:.0f} s")
 
     def _new(self, mode: str):
+        from .cohort import load_subject
+
         path = self.paths[int(self.rng.integers(len(self.paths)))]
         lo, hi = self.inplane_mm if isinstance(self.inplane_mm, tuple) else (self.inplane_mm, self.inplane_mm)
-        return _load_hr(path, mode, float(self.rng.uniform(lo, hi)), self.k_mm, self.rng)
+        inplane_mm = float(self.rng.uniform(lo, hi))
+        n_i, n_k = int(round(_INPLANE_EXTENT_MM / inplane_mm)), int(round(_K_EXTENT_MM[mode] / self.k_mm))
+        return load_subject(path, grid_shape=(n_k, n_i, n_i), spacing=(inplane_mm, inplane_mm, self.k_mm), mode=mode,
+                            augment=self.rng)
 
     def refresh(self) -> None:
         i = int(self.rng.integers(len(self.hearts)))
@@ -98,6 +94,16 @@ def crop_to_heart(deg, rng: np.random.Generator, margin_max: int = 1):
     g = deg.sax.geometry
     sub = g.with_slices(hi - lo, float(g.spacing[2]), lo * float(g.spacing[2]))
     return Volume.on(sub, deg.sax.array[lo:hi]), Volume.on(sub, deg.lr_truth.array[lo:hi]), slice(lo, hi)
+
+
+def heart_crop(labels: np.ndarray, size: int, rng: np.random.Generator) -> Tuple[slice, slice]:
+    """A random in-plane (j, i) window of ``size`` voxels centred near a random heart voxel."""
+    fg = np.argwhere(labels.any(axis=0))
+    n_j, n_i = labels.shape[1:]
+    cj, ci = fg[int(rng.integers(len(fg)))] if len(fg) else (n_j // 2, n_i // 2)
+    j0 = int(np.clip(cj - size // 2 + rng.integers(-4, 5), 0, n_j - size))
+    i0 = int(np.clip(ci - size // 2 + rng.integers(-4, 5), 0, n_i - size))
+    return slice(j0, j0 + size), slice(i0, i0 + size)
 
 
 def degraded_sample(pool: HeartPool, slice_spacing_mm, rng: np.random.Generator):

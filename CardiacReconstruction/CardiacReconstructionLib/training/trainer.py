@@ -154,7 +154,8 @@ class Trainer:
         if state is not None:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
-            self.step, self.elapsed_s, self.history = int(state["step"]), float(state["elapsed_s"]), list(state["history"])
+            self.step, self.elapsed_s, self.history = (int(state["step"]), float(state["elapsed_s"]),
+                                                       list(state["history"]))
             log(f"resumed {kind.upper()} at step {self.step} ({self.elapsed_s / 60:.1f} min done)")
 
     def checkpoint(self) -> None:
@@ -249,10 +250,6 @@ def budgeted_trainer(kind: str, cfg: BudgetConfig, model, output, resume: bool, 
     ckpt = Path(output).with_suffix(".ckpt")
     return Trainer(kind, model, opt, ckpt, asdict(cfg), cfg.device, resume_state(ckpt, resume), log=log)
 
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------
 
 def add_device_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES),
