@@ -1,5 +1,6 @@
-"""Shared fixtures: small oblique label volumes built here (no data files), and the skip markers
-of the tests that read the shared data (../shared/data or $CARDIAC_RECON_DATA)."""
+"""Shared fixtures: small oblique label volumes built here (no data files), a phantom case written
+to files, a fresh MRML scene, and the skip markers of the tests that read the shared data
+(../shared/data or $CARDIAC_RECON_DATA)."""
 
 import numpy as np
 import pytest
@@ -40,3 +41,35 @@ def ring_stack(n_slices=10, size=48, shifts_px=None, spacing=(1.5, 1.5, 10.0), m
 @pytest.fixture
 def oblique():
     return oblique_matrix()
+
+
+def write_phantom_case(folder, seed: int, sax_name: str, image_scale: float, arrange=lambda volume: volume):
+    """A degraded phantom case (normal motion, 10 mm slices, a 4-chamber view) written to ``folder``:
+    the stack as ``sax_name``, ``lax_4ch.nii.gz`` and ``image.nii.gz`` (the stack's labels x
+    ``image_scale``); ``arrange`` lays the stack and the image out in their files. Returns the case."""
+    from CardiacReconstructionLib.core import io
+    from CardiacReconstructionLib.simulation.cases import make_case
+    from CardiacReconstructionLib.simulation.phantom import make_phantom
+
+    phantom = make_phantom(seed=seed)
+    case = make_case(phantom.truth, "normal", seed=seed, slice_spacing=10.0, lax_views=("4ch",),
+                     landmarks=phantom.landmarks)
+    io.write_segmentation(arrange(case.sax), folder / sax_name)
+    io.write_segmentation(case.lax[0].labels, folder / "lax_4ch.nii.gz")
+    image = case.sax.with_array(case.sax.array.astype(np.float32) * image_scale)
+    io.write_volume(arrange(image), folder / "image.nii.gz")
+    return case
+
+
+@pytest.fixture
+def scene():
+    """A fresh MRML scene that is also slicer.mrmlScene (what slicer.util helpers use); the tests
+    that ask for it skip themselves without slicer-core."""
+    import slicer
+
+    previous = getattr(slicer, "mrmlScene", None)
+    new = slicer.vtkMRMLScene()
+    slicer.mrmlScene = new
+    yield new
+    new.Clear(1)
+    slicer.mrmlScene = previous

@@ -1,27 +1,19 @@
 """`cardiac-recon check`: what was understood of the files, before anything runs."""
 
-import numpy as np
 import pytest
 
 from CardiacReconstructionLib.check import anatomical
 from CardiacReconstructionLib.cli import main
-from CardiacReconstructionLib.core import axes, io
-from CardiacReconstructionLib.simulation.cases import make_case
-from CardiacReconstructionLib.simulation.phantom import make_phantom
+from CardiacReconstructionLib.core import axes
+from conftest import write_phantom_case
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A phantom case stored with its slices along the file's i axis, a 4-chamber view and an image."""
     folder = tmp_path_factory.mktemp("check")
-    phantom = make_phantom(seed=1)
-    case = make_case(phantom.truth, "normal", seed=1, slice_spacing=10.0, lax_views=("4ch",),
-                     landmarks=phantom.landmarks)
     order = axes.order_with_slices_last(0)
-    io.write_segmentation(axes.restore_axes(case.sax, order), folder / "sax.nii.gz")
-    io.write_segmentation(case.lax[0].labels, folder / "lax_4ch.nii.gz")
-    image = case.sax.with_array(case.sax.array.astype(np.float32) * 50)
-    io.write_volume(axes.restore_axes(image, order), folder / "image.nii.gz")
+    case = write_phantom_case(folder, 1, "sax.nii.gz", 50, lambda volume: axes.restore_axes(volume, order))
     return folder, case
 
 

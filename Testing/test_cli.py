@@ -10,23 +10,16 @@ import pytest
 
 from CardiacReconstructionLib.core import io
 from CardiacReconstructionLib.cli import main
-from CardiacReconstructionLib.simulation.cases import make_case
 from CardiacReconstructionLib.core.geometry import Volume
-from CardiacReconstructionLib.simulation.phantom import make_phantom
+from conftest import write_phantom_case
 
 
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
     """A degraded phantom stack written to files, with its truth and a 4-chamber view."""
     folder = tmp_path_factory.mktemp("sim")
-    phantom = make_phantom(seed=4)
-    case = make_case(phantom.truth, "normal", seed=4, slice_spacing=10.0, lax_views=("4ch",),
-                     landmarks=phantom.landmarks)
-    io.write_segmentation(case.sax, folder / "sax.seg.nrrd")
+    case = write_phantom_case(folder, 4, "sax.seg.nrrd", 100)
     io.write_segmentation(case.truth, folder / "truth.seg.nrrd")
-    io.write_segmentation(case.lax[0].labels, folder / "lax_4ch.nii.gz")
-    image = case.sax.with_array(case.sax.array.astype(np.float32) * 100)
-    io.write_volume(image, folder / "image.nii.gz")
     return folder, case
 
 

@@ -32,17 +32,6 @@ def module():
                                   "BINARY_LABELMAP": module_constant(tree, "BINARY_LABELMAP")})
 
 
-@pytest.fixture
-def scene():
-    """A fresh scene that is also slicer.mrmlScene (what slicer.util helpers use)."""
-    previous = getattr(slicer, "mrmlScene", None)
-    new = slicer.vtkMRMLScene()
-    slicer.mrmlScene = new
-    yield new
-    new.Clear(1)
-    slicer.mrmlScene = previous
-
-
 def _engine_spacing(node) -> float:
     """The slice spacing the engine gives the output when none is asked for."""
     labels, _ = mrml.volume_from_node(node)

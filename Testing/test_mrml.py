@@ -26,17 +26,6 @@ ACDC_FROM_CANONICAL = np.array([0, 3, 2, 1], np.uint8)  # canonical 1 LV, 2 MYO,
 
 
 @pytest.fixture
-def scene():
-    """A fresh scene that is also slicer.mrmlScene (what slicer.util helpers use)."""
-    previous = getattr(slicer, "mrmlScene", None)
-    new = slicer.vtkMRMLScene()
-    slicer.mrmlScene = new
-    yield new
-    new.Clear(1)
-    slicer.mrmlScene = previous
-
-
-@pytest.fixture
 def stack():
     """Oblique, anisotropic (1.5 x 1.4 x 8 mm) SAX-like stack with LV, MYO and RV."""
     return ring_stack(n_slices=6, size=32, matrix=oblique_matrix())

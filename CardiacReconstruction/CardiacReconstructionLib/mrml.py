@@ -47,7 +47,6 @@ _CLOSED_SURFACE = slicer.vtkSegmentationConverter.GetSegmentationClosedSurfaceRe
 _REFERENCE_GEOMETRY = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
 
 
-# Scene plumbing
 def _scene_of(scene=None, *nodes):
     """The explicit scene, else the scene of the first node that has one, else slicer.mrmlScene."""
     if scene is not None:
@@ -119,7 +118,6 @@ def _output_node(scene, class_name: str, name: str, role: str):
     return node
 
 
-# Node geometry and voxels
 def _describe(node) -> str:
     return f"'{node.GetName()}'"
 

@@ -48,7 +48,6 @@ RESULT_INFO = "run.json"
 SURFACE_PATTERN = "surface_*.vtp"
 
 
-# Progress protocol
 def format_progress(fraction: float, message: str = "") -> str:
     """One progress line: ``PROGRESS 0.300 slices aligned`` (message on one line)."""
     text = " ".join(str(message).split())
@@ -88,7 +87,6 @@ def cancel_file_checker(path) -> Optional[Any]:
     return lambda: path.exists()
 
 
-# Inputs and command line
 @dataclass
 class RunInputs:
     """The files a worker reads: SAX labels, long-axis views by view name, optional image."""
@@ -149,7 +147,6 @@ def worker_environment(module_folder, environment: Optional[Mapping[str, str]] =
     return {"PYTHONPATH": os.pathsep.join([folder] + [p for p in existing if p != folder])}
 
 
-# The running process
 _EOF = object()
 
 
@@ -282,7 +279,6 @@ def kill_process_tree(process: subprocess.Popen) -> None:
             pass
 
 
-# Results
 def read_displacements(path) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """(displacements (n, 2) mm, residuals (n,) or None) from a displacement CSV written by
     :func:`.core.io.write_displacements`."""

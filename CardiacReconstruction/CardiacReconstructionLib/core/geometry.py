@@ -159,7 +159,6 @@ class Volume:
         return Volume(self.array.copy(), self.ijk_to_ras.copy())
 
 
-# Conversions at the edges
 def to_sitk(volume: Volume):
     """Volume -> SimpleITK image (LPS physical space)."""
     import SimpleITK as sitk

@@ -13,10 +13,11 @@ plausible answer in the wrong place. Measured with SimpleITK 2.5 (ITK 5.4):
   as a non-orthonormal "direction"; an MHA spacing of -1 becomes 1 with a flipped axis;
 * sizes are taken as they come, so a corrupt header can ask for terabytes.
 
-So :func:`inspect` reads the header alone (the first bytes of the file; gzip-aware, no nibabel
-needed) and raises :class:`InputError` with one line naming the file, the field, its value and
-what is expected. What is only known after ITK has read the file (which NIfTI pose it took) is
-settled by :func:`reconcile`, which also re-checks the grid of the volume actually read.
+So :func:`inspect` reads the header alone (gzip-aware; NIfTI with nibabel's header classes on
+the fields as stored, NRRD with pynrrd's header reader, MetaImage as text) and raises
+:class:`InputError` with one line naming the file, the field, its value and what is expected.
+What is only known after ITK has read the file (which NIfTI pose it took) is settled by
+:func:`reconcile`, which also re-checks the grid of the volume actually read.
 
 Limits (a grid outside them is refused): at most :data:`MAX_SIDE` voxels along any axis,
 :data:`MAX_SLICES` along a slice axis (one clearly coarser than the others), :data:`MAX_VOXELS`
@@ -65,11 +66,6 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr", ".seg.nrrd")
 META_SUFFIXES = (".mha", ".mhd")
 
-# NIfTI datatype codes -> (name, scalar?)
-_NIFTI_TYPES = {2: "uint8", 4: "int16", 8: "int32", 16: "float32", 64: "float64", 256: "int8", 512: "uint16",
-                768: "uint32", 1024: "int64", 1280: "uint64"}
-_NIFTI_OTHER_TYPES = {0: "unknown", 1: "binary (1 bit)", 32: "complex64", 128: "RGB", 1536: "float128",
-                      1792: "complex128", 2048: "complex256", 2304: "RGBA"}
 _NIFTI_UNITS_MM = {0: 1.0, 1: 1000.0, 2: 1.0, 3: 1e-3}  # xyzt_units & 7: unknown, metre, mm, micron (ITK scales)
 
 
@@ -237,48 +233,47 @@ def _gross(mm: float, deg: float) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# NIfTI-1 and NIfTI-2 (348- and 540-byte headers), plain or gzip
+# NIfTI-1 and NIfTI-2, plain or gzip: nibabel's header classes on the fields as stored
 # ---------------------------------------------------------------------------------------------
 
-def _read_start(path: Path, n: int) -> bytes:
-    """The first ``n`` bytes of the file, decompressed when it is gzip (ITK reads both whatever
-    the name says)."""
+def _open(path: Path):
+    """The file, decompressed when it is gzip (ITK reads both whatever the name says)."""
     with open(path, "rb") as f:
-        magic = f.read(2)
+        gz = f.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gz else open(path, "rb")
+
+
+def _nifti_header(path: Path):
+    """nibabel's NIfTI-1 or NIfTI-2 header of the file, unchecked: ``nibabel.load`` would silently
+    'fix' a zero or negative pixdim or an out-of-range qform_code, the faults this module refuses."""
+    from nibabel.nifti1 import Nifti1Header
+    from nibabel.nifti2 import Nifti2Header
+
     try:
-        if magic == b"\x1f\x8b":
-            with gzip.open(path, "rb") as f:
-                return f.read(n)
-        with open(path, "rb") as f:
-            return f.read(n)
+        with _open(path) as f:
+            block = f.read(540)
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"{path.name}: cannot be read as NIfTI: a broken gzip stream ({exc}); expected a "
                          "complete .nii.gz file.") from None
+    sizes = [struct.unpack_from(e + "i", block)[0] for e in "<>"] if len(block) >= 348 else []
+    klass = next((k for k in (Nifti1Header, Nifti2Header) if k.sizeof_hdr in sizes), None)
+    if not sizes or (klass is Nifti2Header and len(block) < 540):
+        raise refuse(path.name, f"cannot be read as NIfTI: the file holds {len(block)} bytes",
+                     "a NIfTI header of 348 bytes (NIfTI-1) or 540 (NIfTI-2)")
+    if klass is None:
+        raise refuse(path.name, f"cannot be read as NIfTI: sizeof_hdr = {sizes[0]}", "348 or 540 (a NIfTI header)")
+    header = klass(block[:klass.sizeof_hdr], "<>"[sizes.index(klass.sizeof_hdr)], check=False)
+    if header["magic"].item() not in (b"n+1", b"ni1", b"n+2", b"ni2"):
+        raise refuse(path.name, f"cannot be read as NIfTI: magic = {header['magic'].item()!r}",
+                     "'n+1' or 'n+2' (an Analyze header has no pose)")
+    return header
 
 
 def _nifti(path: Path) -> Header:
-    name = path.name
-    data = _read_start(path, 540)
-    if len(data) < 348:
-        raise refuse(name, f"cannot be read as NIfTI: the file holds {len(data)} bytes",
-                     "a NIfTI header of 348 bytes (NIfTI-1) or 540 (NIfTI-2)")
-    for endian in "<>":
-        size = struct.unpack_from(endian + "i", data, 0)[0]
-        if size in (348, 540):
-            break
-    else:
-        raise refuse(name, f"cannot be read as NIfTI: sizeof_hdr = {struct.unpack_from('<i', data, 0)[0]}",
-                     "348 or 540 (a NIfTI header)")
-    if size == 540 and len(data) < 540:
-        raise refuse(name, f"cannot be read as NIfTI: the file holds {len(data)} bytes",
-                     "a NIfTI-2 header of 540 bytes")
-    f = _fields_nifti1(data, endian) if size == 348 else _fields_nifti2(data, endian)
-    magic = f["magic"].rstrip(b"\0")
-    if magic not in (b"n+1", b"ni1", b"n+2", b"ni2"):
-        raise refuse(name, f"cannot be read as NIfTI: magic = {magic!r}",
-                     "'n+1' or 'n+2' (an Analyze header has no pose)")
+    from nibabel.nifti1 import data_type_codes
 
-    dim, pixdim = f["dim"], f["pixdim"]
+    name, hdr = path.name, _nifti_header(path)
+    dim, pixdim = hdr["dim"], hdr["pixdim"]
     ndim = int(dim[0])
     if not 2 <= ndim <= 7:
         raise refuse(name, f"NIfTI dim[0] = {ndim}", "2 or 3 dimensions")
@@ -290,9 +285,10 @@ def _nifti(path: Path) -> Header:
         axis = extra[0]
         what = "time points" if axis == 4 else "values per voxel"
         raise refuse(name, f"NIfTI dim[{axis}] = {dim[axis]} ({what})", "a single 3-D label map (dim[4..7] = 1)")
-    datatype = int(f["datatype"])
-    if datatype not in _NIFTI_TYPES:
-        kind = _NIFTI_OTHER_TYPES.get(datatype, "unknown code")
+    datatype = int(hdr["datatype"])
+    dtype = data_type_codes.dtype.get(datatype, np.dtype("V"))
+    if dtype.kind not in "iuf" or dtype.itemsize > 8:
+        kind = data_type_codes.label.get(datatype, "unknown code")
         raise refuse(name, f"NIfTI datatype = {datatype} ({kind})", "scalar voxels (an integer or float type)")
     n_spatial = 2 if ndim == 2 else 3
     sizes = tuple(int(n) for n in dim[1:n_spatial + 1])
@@ -300,23 +296,21 @@ def _nifti(path: Path) -> Header:
         if not (np.isfinite(pixdim[axis]) and pixdim[axis] > 0):
             raise refuse(name, f"NIfTI pixdim[{axis}] = {pixdim[axis]:.6g} (the voxel size along {AXES[axis - 1]})",
                          "a positive, finite size (ITK would read 1 mm or flip the axis)")
-    unit = _NIFTI_UNITS_MM.get(int(f["xyzt_units"]) & 7, 1.0)
+    unit = _NIFTI_UNITS_MM.get(int(hdr["xyzt_units"]) & 7, 1.0)
     spacing = np.array(pixdim[1:n_spatial + 1], float) * unit
     check_grid(name, sizes, spacing)  # before anything is built on the sizes
-    if magic in (b"n+1", b"n+2"):  # voxels in this file (ITK reads a cut-off copy with garbage, silently)
-        nonfinite = _check_nifti_data(path, f, [int(dim[axis]) for axis in range(1, ndim + 1)], datatype, endian)
-    else:
-        nonfinite = 0
+    # voxels in this file (ITK reads a cut-off copy with garbage, silently)
+    nonfinite = _check_nifti_data(path, hdr) if hdr["magic"].item() in (b"n+1", b"n+2") else 0
 
-    qcode, scode = int(f["qform_code"]), int(f["sform_code"])
+    qcode, scode = int(hdr["qform_code"]), int(hdr["sform_code"])
     for what, code in (("qform_code", qcode), ("sform_code", scode)):
         if not 0 <= code <= 5:
             raise refuse(name, f"NIfTI {what} = {code}", "0 (unset) to 5")
     poses: Dict[str, np.ndarray] = {}
     if scode:
-        poses["sform"] = _sform(name, f["srow"], spacing, unit, n_spatial)
+        poses["sform"] = _sform(name, hdr.get_sform()[:3], spacing, unit, n_spatial)
     if qcode:
-        poses["qform"] = _qform(name, f["quatern"], pixdim, spacing, unit)
+        poses["qform"] = _qform(name, hdr, spacing, unit)
     itk_pose = "sform" if scode and (scode == 1 or not qcode) else ("qform" if qcode else None)
     notes = []
     if not poses:
@@ -331,54 +325,30 @@ def _nifti(path: Path) -> Header:
     return Header(name, "nifti", sizes, spacing, poses, itk_pose, notes, nonfinite)
 
 
-_NIFTI_BYTES = {2: 1, 4: 2, 8: 4, 16: 4, 64: 8, 256: 1, 512: 2, 768: 4, 1024: 8, 1280: 8}
-
-
-def _check_nifti_data(path: Path, f: dict, dims: List[int], datatype: int, endian: str) -> int:
+def _check_nifti_data(path: Path, hdr) -> int:
     """Refuse a file with fewer voxel bytes than its header promises (a truncated copy): the
     whole gzip stream is decompressed once (a cut stream is refused too). Returns how many float
     voxels are NaN or infinite (ITK reads them as 0)."""
-    needed = int(np.prod(dims, dtype=np.int64)) * _NIFTI_BYTES[datatype]
-    offset = float(f["vox_offset"])
+    dtype, shape = hdr.get_data_dtype(), hdr.get_data_shape()
+    needed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    offset = float(hdr["vox_offset"])
     if not (np.isfinite(offset) and offset >= 0):
         raise refuse(path.name, f"NIfTI vox_offset = {offset:.6g}", "the byte offset of the voxels (at least 348)")
-    offset = int(offset)
-    floats = datatype in (16, 64)
-    with open(path, "rb") as stream:
-        gz = stream.read(2) == b"\x1f\x8b"
+    end = int(offset) + needed
     have, kept = 0, bytearray()
     try:
-        with (gzip.open(path, "rb") if gz else open(path, "rb")) as stream:
+        with _open(path) as stream:
             for chunk in iter(lambda: stream.read(1 << 22), b""):
                 have += len(chunk)
-                if floats and len(kept) < offset + needed:
+                if dtype.kind == "f" and len(kept) < end:
                     kept += chunk
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"{path.name}: cannot be read: a broken or truncated gzip stream ({exc}); expected a "
                          "complete .nii.gz file.") from None
-    if have < offset + needed:
-        raise refuse(path.name, f"cannot be read: the file holds {max(0, have - offset)} bytes of voxels",
-                     f"{needed} ({' x '.join(map(str, dims))} voxels of {_NIFTI_TYPES[datatype]}; a truncated copy?)")
-    if not floats:
-        return 0
-    values = np.frombuffer(bytes(kept[offset:offset + needed]), np.dtype(endian + ("f4" if datatype == 16 else "f8")))
-    return int(np.count_nonzero(~np.isfinite(values)))
-
-
-def _fields_nifti1(data: bytes, e: str) -> dict:
-    u = lambda fmt, off: struct.unpack_from(e + fmt, data, off)  # noqa: E731
-    return dict(dim=u("8h", 40), datatype=u("h", 70)[0], pixdim=u("8f", 76), vox_offset=u("f", 108)[0],
-                xyzt_units=data[123],
-                qform_code=u("h", 252)[0], sform_code=u("h", 254)[0], quatern=u("6f", 256), srow=u("12f", 280),
-                magic=data[344:348])
-
-
-def _fields_nifti2(data: bytes, e: str) -> dict:
-    u = lambda fmt, off: struct.unpack_from(e + fmt, data, off)  # noqa: E731
-    return dict(dim=u("8q", 16), datatype=u("h", 12)[0], pixdim=u("8d", 104), vox_offset=u("q", 168)[0],
-                xyzt_units=u("i", 500)[0],
-                qform_code=u("i", 344)[0], sform_code=u("i", 348)[0], quatern=u("6d", 352), srow=u("12d", 400),
-                magic=data[4:8])
+    if have < end:
+        raise refuse(path.name, f"cannot be read: the file holds {max(0, have - int(offset))} bytes of voxels",
+                     f"{needed} ({' x '.join(map(str, shape))} voxels of {dtype.name}; a truncated copy?)")
+    return int(np.count_nonzero(~np.isfinite(np.frombuffer(bytes(kept[int(offset):end]), dtype)))) if kept else 0
 
 
 def _plane_normal(columns: np.ndarray) -> np.ndarray:
@@ -386,10 +356,10 @@ def _plane_normal(columns: np.ndarray) -> np.ndarray:
     return normal / np.linalg.norm(normal)
 
 
-def _sform(name: str, srow, spacing: np.ndarray, unit: float, n_spatial: int) -> np.ndarray:
-    """The sform as ITK reads it: its axis directions and offset (in mm), ``pixdim``'s voxel sizes.
-    Refused: non-finite numbers, sheared or singular axes, axis lengths other than ``pixdim``'s."""
-    rows = np.array(srow, float).reshape(3, 4)
+def _sform(name: str, rows: np.ndarray, spacing: np.ndarray, unit: float, n_spatial: int) -> np.ndarray:
+    """The sform (``rows``: srow_x/y/z) as ITK reads it: its axis directions and offset (in mm),
+    ``pixdim``'s voxel sizes. Refused: non-finite numbers, sheared or singular axes, axis lengths
+    other than ``pixdim``'s."""
     if not np.all(np.isfinite(rows)):
         raise refuse(name, f"NIfTI srow_x/y/z = {_fmt(rows.ravel())} (non-finite numbers)", "finite numbers")
     columns = rows[:, :n_spatial] * unit
@@ -410,29 +380,24 @@ def _sform(name: str, srow, spacing: np.ndarray, unit: float, n_spatial: int) ->
     return pose
 
 
-def _qform(name: str, quatern, pixdim, spacing: np.ndarray, unit: float) -> np.ndarray:
-    """The qform (NIfTI's quaternion, ``pixdim`` sizes, ``qfac`` = sign of ``pixdim[0]``), as niftilib builds it."""
-    q = np.array(quatern, float)
+def _qform(name: str, hdr, spacing: np.ndarray, unit: float) -> np.ndarray:
+    """The qform as niftilib builds it: ``pixdim`` sizes (a 2-D image's normal of 1 mm), ``qfac`` =
+    the sign of ``pixdim[0]`` (nibabel's get_qform wants exactly 1 or -1), ``a`` = 0 when
+    b^2 + c^2 + d^2 is within 1e-7 of 1 (nibabel's quaternion threshold is tighter)."""
+    from nibabel.quaternions import quat2mat
+
+    q = np.array([hdr[k] for k in ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z")],
+                 float)
     if not np.all(np.isfinite(q)):
         raise refuse(name, f"NIfTI quatern_b/c/d, qoffset_x/y/z = {_fmt(q)} (non-finite numbers)", "finite numbers")
-    b, c, d = q[:3]
-    norm2 = b * b + c * c + d * d
+    norm2 = float(q[:3] @ q[:3])
     if norm2 > 1 + 1e-3:
         raise refuse(name, f"NIfTI quatern_b/c/d = {_fmt(q[:3])} (b^2 + c^2 + d^2 = {norm2:.4g})",
                      "a unit quaternion (b^2 + c^2 + d^2 <= 1)")
-    if 1 - norm2 < 1e-7:
-        a = 0.0
-        b, c, d = np.array([b, c, d]) / np.sqrt(norm2)
-    else:
-        a = np.sqrt(1 - norm2)
-    rotation = np.array([[a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
-                         [2 * (b * c + a * d), a * a + c * c - b * b - d * d, 2 * (c * d - a * b)],
-                         [2 * (b * d - a * c), 2 * (c * d + a * b), a * a + d * d - c * c - b * b]])
-    qfac = -1.0 if pixdim[0] < 0 else 1.0
-    rotation[:, 2] *= qfac
-    sizes3 = np.r_[spacing, 1.0] if len(spacing) == 2 else spacing
+    rotation = quat2mat(np.r_[np.sqrt(1 - norm2) if 1 - norm2 >= 1e-7 else 0.0, q[:3]])  # normalised by quat2mat
+    rotation[:, 2] *= -1.0 if hdr["pixdim"][0] < 0 else 1.0
     pose = np.eye(4)
-    pose[:3, :3] = rotation * sizes3[None, :]
+    pose[:3, :3] = rotation * np.r_[spacing, 1.0][None, :3]
     pose[:3, 3] = q[3:] * unit
     return pose
 

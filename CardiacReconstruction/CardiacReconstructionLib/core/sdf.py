@@ -56,7 +56,6 @@ DISTANCE_TOLERANCE_MM = 0.25
 _SURFACE_BAND_VOXELS = 4.0
 
 
-# Inside masks and distances
 def surface_masks(labels: np.ndarray) -> Dict[str, np.ndarray]:
     """The inside mask (bool, same shape) of every surface in :data:`SURFACE_KEYS` from
     canonical labels."""
@@ -274,7 +273,6 @@ def label_sdgs(labels: Volume, target: Geometry, clip_mm: float = SDG_CLIP_MM) -
                      for key in SURFACE_KEYS]).astype(np.float32)
 
 
-# Zero level sets
 def _closed_field_crop(sdg: np.ndarray, inside: np.ndarray, level: float):
     """The field on the bounding box of its inside voxels plus one voxel, padded where that box
     leaves the grid by a value above ``level``, so the level set is closed; and the (i, j, k)

@@ -205,7 +205,6 @@ def label_surfaces(volume: Volume, labels: Optional[Iterable[int]] = None, smoot
     return surfaces
 
 
-# Inspection helpers
 def polydata_points(polydata: vtkPolyData) -> np.ndarray:
     """Point coordinates as a float64 array (N, 3) (a copy)."""
     points = polydata.GetPoints()

@@ -58,7 +58,6 @@ PathLike = Union[str, Path]
 Mesh = Tuple[np.ndarray, np.ndarray]  # vertices (n, 3) world mm, faces (m, 3)
 
 
-# Reading the meshes
 def _subject_npz(subject: PathLike, root: Optional[PathLike]) -> Path:
     """The subject's label-map ``.npz``: an existing path as given, else a name in the data root."""
     path = Path(subject)

@@ -60,7 +60,6 @@ STARTS = ("zero", "centroid")
 DEFAULT_ITERATIONS = 2
 
 
-# Displacements from the correction
 def _parabolic_offset(c_minus: float, c_0: float, c_plus: float) -> float:
     denom = c_minus - 2 * c_0 + c_plus
     return 0.0 if abs(denom) < 1e-12 else float(np.clip(0.5 * (c_minus - c_plus) / denom, -0.5, 0.5))
@@ -124,7 +123,6 @@ def load_models(device: str = "cpu"):
     return NETWORKS.get("dsl", device), NETWORKS.get("asv", device)
 
 
-# The two stages
 def _masked_softmax(logits, present: Tuple[int, ...]):
     """Softmax over the classes present in the input only (absent classes get probability 0)."""
     import torch

@@ -95,7 +95,6 @@ CROP_MARGIN_MM = 15.0
 _EPS = 1e-6
 
 
-# The prior grid placed on a stack
 def _slice_centroids_ras(sax: Volume, labels: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
     """RAS centroid (n, 3; NaN where absent) and area (mm^2) of ``labels`` in every slice."""
     mm = slice_centroids(sax, labels)  # (n, 2) mm along the stack's i, j from voxel (0, 0)

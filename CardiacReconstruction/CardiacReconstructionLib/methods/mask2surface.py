@@ -81,7 +81,6 @@ def load_models(device: str = "cpu", need=("mcsr", "vqvae", "ldm")):
     return tuple(NETWORKS.get(kind, device) if kind in need else None for kind in ("mcsr", "vqvae", "ldm"))
 
 
-# Stage 1: MCSR-Net
 @dataclass
 class MCSROutput:
     grid: CanonicalGrid  # the canonical LR grid
@@ -119,7 +118,6 @@ def run_mcsr(model, sax: Volume, device: str = "cpu", passes: int = 1) -> MCSROu
     return MCSROutput(grid, shifts[0].cpu().numpy().astype(float), prob, hr_geometry)
 
 
-# Stage 2-3: surface grid, C-SDG, latent diffusion
 def surface_grid(labels: Volume, shape_kji=(32, 64, 64), spacing_ijk=(2.5, 2.5, 4.0)) -> Geometry:
     """The fixed-size grid of the SDGs: ``labels``' axes, centred in-plane on its grid centre and
     along k on the middle of its labelled slices."""

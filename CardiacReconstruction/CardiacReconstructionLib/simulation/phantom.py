@@ -75,7 +75,6 @@ class Phantom:
     params: Dict[str, Any]
 
 
-# Shape helpers
 def _profile(s, p: float):
     """Superellipse profile ``(1 - s^p)^(1/p)`` on [0, 1], 0 beyond: the radius fraction of a
     half-superellipsoid at normalised depth ``s`` (1 at the base, 0 at the tip)."""
@@ -113,7 +112,6 @@ def _unit(v) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-# Random shape parameters
 def _sample_parameters(rng: np.random.Generator) -> Dict[str, Any]:
     """Draw every anatomical parameter (always in the same order, whatever the mode, so that
     the ventricles of a seed are the same in both modes) and solve the dependent sizes."""
@@ -226,7 +224,6 @@ class _Heart:
         self.size = self.outer_radius / 36.0  # whole-heart structures scale with the LV
         self._place_great_vessels_and_atria()
 
-    # -- coordinates ---------------------------------------------------------------------------
     def _bow(self, z):
         """In-plane offset of the long axis at depth z: zero at base and apex, ``bow_mm`` mid-way."""
         b = self.p["bow_mm"] * np.sin(np.pi * np.clip(z / self.outer_length, 0.0, 1.0))
@@ -264,7 +261,6 @@ class _Heart:
             x, y = ax + bx - float(wx), ay + by - float(wy)
         return np.array([x, y, z])
 
-    # -- ventricles ----------------------------------------------------------------------------
     def _lv_polar(self, ax, ay):
         """Elliptic radius (mm, area preserving) and angle from the septal midline (-x)."""
         p = self.p
@@ -289,7 +285,6 @@ class _Heart:
         out[below_base & (rv_depth >= 0) & (rv_outer < 0)] = RV
         return out
 
-    # -- whole heart ---------------------------------------------------------------------------
     def _place_great_vessels_and_atria(self) -> None:
         """Valve positions and the atria, in anatomical coordinates, after the CT cohort's
         typical layout: aortic valve over the antero-septal LV base, pulmonary valve over the
@@ -354,7 +349,6 @@ class _Heart:
         return {k: self.from_anatomy(v) for k, v in anatomical.items()}
 
 
-# Grid and pose
 def _labels_on_grid(heart: _Heart, axes_mm, wholeheart: bool) -> np.ndarray:
     """Evaluate the anatomy on a grid given by its x, y, z coordinate vectors; slabs below and
     above the base are evaluated separately since each holds only its own structures."""

@@ -41,13 +41,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 
 from ..core.errors import InputError
 from ..core.geometry import Geometry, Volume, make_ijk_to_ras, resample, sitk_affine, sitk_reference
-from ..anatomy.frame import (DEFAULT_GRID_SHAPE, DEFAULT_SPACING, SaxFrame, check_grid, cut_at_valve_planes,
+from ..anatomy.frame import (DEFAULT_GRID_SHAPE, DEFAULT_SPACING, SaxFrame, cut_at_valve_planes,
                              sax_frame)
 from ..core.labels import RV, apply_convention
 
@@ -101,7 +101,6 @@ def _data_dir(root: Optional[PathLike], name: str) -> Path:
                      f"sub-folder (set {DATA_ENV} or pass root).")
 
 
-# Whole-heart CT cohort: subjects and split
 def _names(directory: Path, pattern: str) -> Tuple[str, ...]:
     return tuple(sorted(p.stem for p in directory.glob(pattern)))
 
@@ -153,7 +152,6 @@ def split(root: Optional[PathLike] = None, which: str = "train", include_pca: bo
     return tuple(directory / f"{n}.npz" for n in names)
 
 
-# Reading one shape (cached)
 @dataclass(frozen=True)
 class CTShape:
     """One CT shape as stored: raw labels indexed [x, y, z] (read-only), world origin of voxel
@@ -307,7 +305,6 @@ def _rng_from(augment) -> Optional[np.random.Generator]:
     raise InputError(f"augment must be None, a seed (int) or a numpy Generator, got {type(augment).__name__}.")
 
 
-# Loading one shape into its SAX frame
 MODES = ("biventricular", "wholeheart")
 
 
@@ -357,54 +354,6 @@ def load_subject(path: PathLike, grid_shape=DEFAULT_GRID_SHAPE, spacing=DEFAULT_
     rng = _rng_from(augment)
     transform = None if rng is None else augmentation_transform(draw_augmentation(rng, ranges), frame, reference)
     return resample(source, reference, interpolation, transform=transform)
-
-
-class CTCohort:
-    """The CT cohort as a map-style dataset: ``len(cohort)`` shapes, ``cohort[i]`` a SAX
-    :class:`Volume` (or ``transform(volume)``), usable with ``torch.utils.data.DataLoader``.
-
-    With ``augment=True`` every (epoch, index) pair gets its own augmentation, seeded by
-    ``(seed, epoch, index)``: reproducible, different each epoch, and independent of the order or
-    the worker that loads it. Call :meth:`set_epoch` at the start of each epoch. Raw shapes are
-    read once and cached (:func:`read_shape`).
-    """
-
-    def __init__(self, root: Optional[PathLike] = None, split_name: str = "train", include_pca: bool = False,
-                 paths: Optional[Sequence[PathLike]] = None, grid_shape=DEFAULT_GRID_SHAPE,
-                 spacing=DEFAULT_SPACING, mode: str = "biventricular", cut_valve_planes: Optional[bool] = None,
-                 augment: bool = False, seed: int = 0, ranges: AugmentationRanges = AugmentationRanges(),
-                 transform: Optional[Callable[[Volume], object]] = None):
-        self.paths = tuple(Path(p) for p in paths) if paths is not None else split(root, split_name, include_pca)
-        if not self.paths:
-            raise InputError("The CT cohort selection is empty.")
-        check_grid(grid_shape, spacing)
-        if mode not in MODES:
-            raise InputError(f"Unknown mode {mode!r}; expected one of {', '.join(MODES)}.")
-        self.grid_shape, self.spacing, self.mode = tuple(grid_shape), tuple(spacing), mode
-        self.cut_valve_planes, self.augment, self.seed = cut_valve_planes, bool(augment), int(seed)
-        self.ranges, self.transform, self.epoch = ranges, transform, 0
-
-    @property
-    def names(self) -> Tuple[str, ...]:
-        return tuple(p.stem for p in self.paths)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def rng_for(self, index: int, epoch: Optional[int] = None) -> np.random.Generator:
-        """The generator of the augmentation of ``index`` in ``epoch`` (default: current epoch)."""
-        return np.random.default_rng([self.seed, self.epoch if epoch is None else int(epoch), int(index)])
-
-    def __getitem__(self, index: int):
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"Index {index} out of range for a cohort of {len(self)} shapes.")
-        index %= len(self)
-        vol = load_subject(self.paths[index], self.grid_shape, self.spacing, self.mode, self.cut_valve_planes,
-                           augment=self.rng_for(index) if self.augment else None, ranges=self.ranges)
-        return self.transform(vol) if self.transform is not None else vol
 
 
 #: ACDC validation patients: those whose number is a multiple of 5 (17 of the 80 patients in the
@@ -459,29 +408,19 @@ def acdc_geometry(shape) -> Geometry:
     return Geometry(shape, make_ijk_to_ras(ACDC_SPACING))
 
 
-def _acdc_volumes(root, key, filename: str, convert: Callable[[np.ndarray], np.ndarray]):
-    path = str(_acdc_file(root, filename))
+def load_acdc(root: Optional[PathLike] = None, key: Optional[str] = None):
+    """ACDC label stack(s) as canonical-label :class:`Volume` s on the assumed grid
+    (:func:`acdc_geometry`): one Volume for ``key``, else a dict of all 160."""
+    path = str(_acdc_file(root, "acdc_sax_labels.npz"))
     keys = _acdc_keys_cached(path)
 
     def one(k: str) -> Volume:
         if k not in keys:
             raise InputError(f"No ACDC stack {k!r}; keys look like {keys[0]!r} ({len(keys)} available).")
-        arr = convert(_acdc_array_cached(path, k))
+        arr = apply_convention(_acdc_array_cached(path, k), "acdc")
         return Volume.on(acdc_geometry(arr.shape), arr)
 
     return one(key) if key is not None else {k: one(k) for k in keys}
-
-
-def load_acdc(root: Optional[PathLike] = None, key: Optional[str] = None):
-    """ACDC label stack(s) as canonical-label :class:`Volume` s on the assumed grid
-    (:func:`acdc_geometry`): one Volume for ``key``, else a dict of all 160."""
-    return _acdc_volumes(root, key, "acdc_sax_labels.npz", lambda a: apply_convention(a, "acdc"))
-
-
-def load_acdc_image(root: Optional[PathLike] = None, key: Optional[str] = None):
-    """ACDC cine image stack(s) as float32 :class:`Volume` s in [0, 1] (the stored uint8, a
-    0.5-99.5 percentile window per volume, divided by 255) on the same grid as the labels."""
-    return _acdc_volumes(root, key, "acdc_sax_images.npz", lambda a: a.astype(np.float32) / 255.0)
 
 
 def acdc_pseudo_hr(sax_volume: Volume, slice_spacing: float = 2.0) -> Volume:

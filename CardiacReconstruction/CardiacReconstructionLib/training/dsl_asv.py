@@ -1,14 +1,10 @@
 """Training of the DeepWHR networks: ``cardiac-recon train dsl_asv {dsl,asv,finetune}``.
 
 * ``dsl``: "CT pre-training" of the DSL autoencoder on the whole-heart CT cohort's training split
-  (15 real hearts; the validation subjects and the PCA shapes, which saw them, are left out).
-  Each heart is resliced into its SAX frame with random augmentation (:func:`.cohort.load_subject`:
-  scale, long-axis scale, tilt and spin of the cutting planes, elastic field), biventricular
-  (valve-cut) or whole heart (uncut, a longer k extent). A small pool of augmented hearts is kept
-  in memory and refreshed one heart at a time; every training pair is a fresh
-  :func:`.degrade.degrade` of a pool heart with random motion (none, SRHeart-normal to 4x severe
-  magnitudes, STACOM-like per-axis shifts with plane tilt and end-slice dropout), in-plane slice
-  rotations, label noise and a random slice spacing, cropped to the slices around the heart, and
+  (15 real hearts; the validation subjects and the PCA shapes, which saw them, are left out),
+  biventricular (valve-cut) or whole heart (uncut, a longer k extent). Every training pair is a
+  fresh degradation of an augmented heart of the :mod:`.pool` (its motion mix, in-plane slice
+  rotations, label noise, a random slice spacing, cut to the slices around the heart),
   canonicalised exactly as at inference (:func:`..anatomy.canonical.canonical_geometry`). Input:
   the degraded stack; target: the motion-free stack (``Degraded.lr_truth``) on the same grid.
 * ``asv``: ASV on motion-free (or slightly shifted) LR stacks of the same hearts resliced at 1 mm
@@ -18,9 +14,7 @@
   label stacks, with inputs made by shifting their slices at random (or, when given, the
   matching uncorrected stacks).
 
-Every command runs the one loop of :mod:`.trainer`: resumable (``--resume`` continues from the
-checkpoint written atomically every few minutes; the time budget ``--minutes`` counts the time
-already spent), seeded, on ``--device``. The heart pool and the motion mix are :mod:`.pool`'s.
+Every command runs the one loop of :mod:`.trainer` (``--resume``, ``--minutes``, ``--device``).
 """
 
 from __future__ import annotations
@@ -40,6 +34,7 @@ from .cards import DEFAULT_SELECTION, add_selection_argument
 from .pool import HeartPool, cohort_paths, crop_to_heart, degraded_sample, heart_crop
 from .trainer import (BudgetConfig, add_budget_arguments, budget_from_arguments, budgeted_trainer, onehot_tensor,
                       started, to_device)
+
 
 @dataclass
 class DSLTrainConfig(BudgetConfig):
@@ -144,7 +139,6 @@ def train_asv(cfg: ASVTrainConfig, output: Path, resume: bool = False, log=print
     return run.run_budget(cfg, sample_loss, cfg.batch, pool.refresher(cfg.refresh_every)).export(output)
 
 
-# Validation on the held-out CT hearts (the numbers of the model cards)
 def validate(dsl_weights=None, asv_weights=None, root=None, seeds=(0, 1, 2), log=print,
              device: str = "auto") -> Dict[str, float]:
     """Metrics of the networks on the cohort's validation hearts (never trained on), 10 mm stacks:
@@ -188,7 +182,6 @@ def validate(dsl_weights=None, asv_weights=None, root=None, seeds=(0, 1, 2), log
     return {k: float(np.mean(v)) for k, v in out.items()}
 
 
-# Model cards and installation into Resources/Weights
 METHOD = ('Dong J., Ke W., Ding W., Huang L., Yang M. "Cross-Modality Whole-Heart MRI Reconstruction with Deep '
           'Motion Correction and Super-Resolution" (DeepWHR). Re-implemented from the paper; no code of the authors '
           'was used (none is public).')
@@ -247,28 +240,7 @@ def model_card(kind: str, weights_path, metrics: Dict[str, float], selection: st
                 "on their mean.")))
 
 
-def install_weights(dsl_path, asv_path, metrics: Dict[str, float], directory=None, log=print,
-                    selection: str = DEFAULT_SELECTION) -> None:
-    """Register both weights files with their model cards in the weights folder (manifest)."""
-    from ..networks import weights
-
-    for name, path in (("dsl", dsl_path), ("asv", asv_path)):
-        entry = weights.register(name, path, model_card(name, path, metrics, selection), directory)
-        log(f"installed {name}: {entry}")
-
-
-# MRI fine-tuning (encoder only, decoder frozen)
-SEGMENTATION_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
-
-
-def _segmentation_files(folder) -> List[Path]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"Fine-tuning folder not found: {folder}.")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(SEGMENTATION_SUFFIXES))
-    if not files:
-        raise InputError(f"No label stacks ({', '.join(SEGMENTATION_SUFFIXES)}) in {folder}.")
-    return files
+SEGMENTATION_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")  # the stacks a fine-tune reads
 
 
 def finetune_pairs(corrected: Sequence, uncorrected: Optional[Sequence], rng: np.random.Generator,
@@ -305,7 +277,12 @@ def finetune_dsl(corrected_dir, output, weights=None, uncorrected=None, minutes:
     from .losses import ce_dice_loss
 
     cfg = started(BudgetConfig(seed=seed, minutes=minutes, max_steps=max_steps, lr=lr, threads=threads, device=device))
-    files = _segmentation_files(corrected_dir)
+    folder = Path(corrected_dir)
+    if not folder.is_dir():
+        raise InputError(f"Fine-tuning folder not found: {folder}.")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(SEGMENTATION_SUFFIXES))
+    if not files:
+        raise InputError(f"No label stacks ({', '.join(SEGMENTATION_SUFFIXES)}) in {folder}.")
     targets = [read_segmentation(f, convention)[0] for f in files]
     sources = None
     if uncorrected is not None:
@@ -375,7 +352,11 @@ def main(args) -> int:
         metrics = validate(args.weights, args.asv_weights, args.data, device=args.device)
         print(json.dumps(metrics, indent=2))
         if args.stage == "install":
-            install_weights(args.weights, args.asv_weights, metrics, selection=args.selection)
+            from ..networks import weights
+
+            for name, path in (("dsl", args.weights), ("asv", args.asv_weights)):
+                entry = weights.register(name, path, model_card(name, path, metrics, args.selection))
+                print(f"installed {name}: {entry}")
         return 0
     if not args.output:
         raise InputError(f"train dsl_asv {args.stage} needs --output FILE.pt.")
@@ -392,7 +373,6 @@ def main(args) -> int:
         if not args.corrected:
             raise InputError("finetune needs --corrected FOLDER with corrected SAX label stacks.")
         finetune_dsl(args.corrected, output, weights=args.weights, uncorrected=args.uncorrected,
-                     minutes=5.0 if args.minutes is None else args.minutes, max_steps=args.max_steps, seed=args.seed,
-                     threads=args.threads, convention=args.convention, resume=args.resume, device=args.device)
+                     convention=args.convention, resume=args.resume, **budget_from_arguments(args))
     return 0
 

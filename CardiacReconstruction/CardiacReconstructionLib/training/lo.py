@@ -17,9 +17,8 @@ Validation: the 4 held-out CT subjects, un-augmented; reconstruction Dice per st
 ``argmax(decode(mu))`` and the KL (nats) the code carries.
 
 Resumable and exact: every step draws its batch, translations and reparameterisation noise from
-generators seeded by ``(seed, step)``; the one loop of :mod:`.trainer` checkpoints the model,
-optimiser and step every ``checkpoint_every`` steps (atomically), ``--resume`` continues from the
-checkpoint, and ``--device`` chooses where the network and its batches live.
+generators seeded by ``(seed, step)``, and the one loop of :mod:`.trainer` checkpoints every
+``checkpoint_every`` steps.
 """
 
 from __future__ import annotations
@@ -38,9 +37,10 @@ import numpy as np
 
 from ..core.device import resolve_device
 from ..core.errors import InputError
+from ..core.io import atomic_path
 from ..networks.checkpoint import save_network
 from .cards import ACDC_CITATION, CT_CITATION, DEFAULT_SELECTION, add_selection_argument
-from .trainer import Trainer, add_device_argument, cosine_lr, plain as _plain, resume_state
+from .trainer import Trainer, add_run_arguments, cosine_lr, plain as _plain, resume_state
 
 SRHEART_CITATION = ("Wang S. et al., 'Joint motion correction and super resolution for cardiac segmentation via "
                     "latent optimisation', MICCAI 2021.")
@@ -103,35 +103,38 @@ def _map_jobs(jobs: List, workers: int) -> List[np.ndarray]:
         return pool.map(_one_ct_sample, jobs, chunksize=4)
 
 
-def _cache_key(cfg: TrainConfig, names: Sequence[str], what: str) -> str:
+def _cached(cfg: TrainConfig, what: str, names: Sequence[str], label: str, make, log) -> np.ndarray:
+    """``make()`` (uint8 shapes [N, k, j, i]), kept in ``cfg.cache_dir`` under a key of the grid,
+    the augmentations, the seed and ``names``: same config -> same file, written atomically."""
     text = json.dumps([what, list(cfg.grid_shape), list(cfg.spacing), cfg.augmentations, cfg.seed, list(names)])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    cache = Path(cfg.cache_dir) / f"lo_{what}_{hashlib.sha256(text.encode()).hexdigest()[:16]}.npy"
+    if cache.is_file():
+        log(f"{label}: {cache} (cached)")
+        return np.load(cache)
+    t0 = time.perf_counter()
+    data = make()
+    with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+        np.save(f, data)
+    log(f"{label}: {len(data)} shapes in {time.perf_counter() - t0:.0f} s -> {cache}")
+    return data
 
 
 def ct_training_set(cfg: TrainConfig, log=print) -> np.ndarray:
     """``augmentations`` augmented draws of every CT training subject on the prior grid,
-    uint8 [N, k, j, i], cached on disk (same config -> same file)."""
+    uint8 [N, k, j, i], cached on disk."""
     from .cohort import split
 
     paths = split(cfg.data_root, "train")
     paths = paths[:cfg.subjects] if cfg.subjects > 0 else paths
-    names = [p.stem for p in paths]
-    cache = Path(cfg.cache_dir) / f"lo_ct_{_cache_key(cfg, names, 'ct')}.npy"
-    if cache.is_file():
-        log(f"training set: {cache} (cached)")
-        return np.load(cache)
     jobs = [(str(p), cfg.grid_shape, cfg.spacing, [cfg.seed, s, a])
             for s, p in enumerate(paths) for a in range(cfg.augmentations)]
-    t0 = time.perf_counter()
-    log(f"training set: resampling {len(jobs)} augmented CT shapes ({len(paths)} subjects x "
-        f"{cfg.augmentations}) with {cfg.workers} workers...")
-    data = np.stack(_map_jobs(jobs, cfg.workers))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npy")
-    np.save(tmp, data)
-    os.replace(tmp, cache)
-    log(f"training set: {data.shape[0]} shapes in {time.perf_counter() - t0:.0f} s -> {cache}")
-    return data
+
+    def make():
+        log(f"training set: resampling {len(jobs)} augmented CT shapes ({len(paths)} subjects x "
+            f"{cfg.augmentations}) with {cfg.workers} workers...")
+        return np.stack(_map_jobs(jobs, cfg.workers))
+
+    return _cached(cfg, "ct", [p.stem for p in paths], "training set", make, log)
 
 
 def validation_set(cfg: TrainConfig) -> Tuple[List[str], np.ndarray]:
@@ -145,28 +148,23 @@ def validation_set(cfg: TrainConfig) -> Tuple[List[str], np.ndarray]:
 
 def acdc_training_set(cfg: TrainConfig, log=print) -> np.ndarray:
     """Pseudo high-resolution ACDC shapes (training patients, both frames) on the prior grid,
-    placed by the same stack-derived frame that inference uses; uint8 [N, k, j, i]."""
+    placed by the same stack-derived frame that inference uses; uint8 [N, k, j, i], cached."""
     from .cohort import acdc_pseudo_hr, acdc_split, load_acdc
     from ..methods.latent_optimisation import labels_on_prior_grid
 
     keys = acdc_split(cfg.data_root, "train")
-    cache = Path(cfg.cache_dir) / f"lo_acdc_{_cache_key(cfg, keys, 'acdc')}.npy"
-    if cache.is_file():
-        log(f"ACDC set: {cache} (cached)")
-        return np.load(cache)
-    t0 = time.perf_counter()
-    out = []
-    for key in keys:
-        sax = load_acdc(cfg.data_root, key)
-        try:
-            out.append(labels_on_prior_grid(acdc_pseudo_hr(sax), sax, cfg.vae_config()))
-        except InputError as exc:  # a stack without LV or RV cannot be placed; skip it
-            log(f"ACDC set: skipping {key}: {exc}")
-    data = np.stack(out).astype(np.uint8)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.save(cache, data)
-    log(f"ACDC set: {len(data)} pseudo-HR shapes in {time.perf_counter() - t0:.0f} s -> {cache}")
-    return data
+
+    def make():
+        out = []
+        for key in keys:
+            sax = load_acdc(cfg.data_root, key)
+            try:
+                out.append(labels_on_prior_grid(acdc_pseudo_hr(sax), sax, cfg.vae_config()))
+            except InputError as exc:  # a stack without LV or RV cannot be placed; skip it
+                log(f"ACDC set: skipping {key}: {exc}")
+        return np.stack(out).astype(np.uint8)
+
+    return _cached(cfg, "acdc", keys, "ACDC set", make, log)
 
 
 def translate(batch, shifts: np.ndarray):
@@ -303,10 +301,9 @@ def train(cfg: TrainConfig, output: Path, resume: bool = False, log=print, init:
             lambda step, fraction: cosine_lr(cfg.learning_rate, cfg.final_learning_rate, step / max(1, total)),
             log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, after_step=validation)
     final = validate(model, val_data)
-    step = run.step
-    meta = {**run.meta(), "samples": step * cfg.batch_size, "epochs_done": step / steps_per_epoch,
-            "training_shapes": int(len(data)),
-            "elapsed_s": round(run.elapsed_s, 1), "validation": {"subjects": val_names, **final},
+    meta = {**run.meta(), "samples": run.step * cfg.batch_size, "epochs_done": run.step / steps_per_epoch,
+            "training_shapes": int(len(data)), "elapsed_s": round(run.elapsed_s, 1),
+            "validation": {"subjects": val_names, **final},
             "history": run.history, "init": init_record,
             "data": [CT_CITATION] + ([ACDC_CITATION] if cfg.acdc else []), "method": SRHEART_CITATION}
     out = output / "lo_vae.pt"
@@ -409,37 +406,38 @@ def register_weights(output: Path, name: str = "lo_vae", directory=None, selecti
     return weights.register(name, path, model_card(meta, weights.sha256(path), name, selection), directory=directory)
 
 
+#: ``train lo`` options that set the :class:`TrainConfig` field ``key`` (of its type and default): (flag, key, help).
+_FIELD_OPTIONS = (("--epochs", "epochs", "passes over the cached training set"),
+                  ("--latent", "latent_dim", "latent size"),
+                  ("--beta", "beta", "KL weight"),
+                  ("--free-bits", "free_bits", "free nats per latent dimension"),
+                  ("--batch-size", "batch_size", "shapes per optimiser step"),
+                  ("--augmentations", "augmentations", "augmented draws per CT subject"),
+                  ("--subjects", "subjects", "use only the first N CT training subjects (0: all)"),
+                  ("--checkpoint-every", "checkpoint_every", "steps between checkpoints"),
+                  ("--validate-every", "validate_every", "steps between validations"),
+                  ("--log-every", "log_every", "steps between log lines"),
+                  ("--workers", "workers", "processes that build the training set"),
+                  ("--max-minutes", "max_minutes", "stop after this wall time (0: none)"),
+                  ("--cache-dir", "cache_dir", "where the resampled training set is cached"))
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     p.add_argument("--output", required=True, help="folder for checkpoint.pt, lo_vae.pt and lo_vae.json")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
+    add_run_arguments(p, "continue from OUTPUT/checkpoint.pt", threads=0)
     p.add_argument("--init", metavar="WEIGHTS", default=None,
                    help="start a new run from these weights (a manifest name such as lo_vae, or a .pt file): "
                         "fine-tuning with a fresh optimiser")
-    p.add_argument("--epochs", type=int, default=d.epochs,
-                   help="passes over the cached training set (default: %(default)s)")
     p.add_argument("--grid", default=",".join(map(str, d.grid_shape)), help="prior grid k,j,i (default: %(default)s)")
     p.add_argument("--spacing", default=",".join(map(str, d.spacing)),
                    help="prior spacing i,j,k mm (default: %(default)s)")
-    p.add_argument("--latent", type=int, default=d.latent_dim, help="latent size (default: %(default)s)")
     p.add_argument("--channels", default=",".join(map(str, d.channels)), help="encoder channels per level")
-    p.add_argument("--beta", type=float, default=d.beta, help="KL weight (default: %(default)s)")
-    p.add_argument("--free-bits", type=float, default=d.free_bits, help="free nats per latent dimension")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.learning_rate, help="initial Adam learning rate (cosine decay)")
-    p.add_argument("--augmentations", type=int, default=d.augmentations, help="augmented draws per CT subject")
     p.add_argument("--acdc", action="store_true", help="also train on ACDC pseudo-HR shapes (training patients)")
-    p.add_argument("--subjects", type=int, default=0, help="use only the first N CT training subjects (0: all)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--validate-every", type=int, default=d.validate_every)
-    p.add_argument("--log-every", type=int, default=d.log_every)
-    p.add_argument("--workers", type=int, default=d.workers, help="processes that build the training set")
-    p.add_argument("--max-minutes", type=float, default=0.0, help="stop after this wall time (0: none)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    add_device_argument(p)
-    p.add_argument("--data", default=None, help="shared data folder (default: $CARDIAC_RECON_DATA or ../shared/data)")
-    p.add_argument("--cache-dir", default=d.cache_dir, help="where the resampled training set is cached")
+    for flag, key, text in _FIELD_OPTIONS:
+        default = getattr(d, key)
+        p.add_argument(flag, dest=key, type=type(default), default=default, help=f"{text} (default: %(default)s)")
     p.add_argument("--register", metavar="NAME", default=None,
                    help="install the result as the shipped weights NAME (e.g. lo_vae) with its model card")
     add_selection_argument(p)
@@ -457,13 +455,9 @@ def config_from_args(args) -> TrainConfig:
     if args.epochs < 1 or args.batch_size < 1:
         raise InputError("--epochs and --batch-size must be at least 1.")
     cfg = TrainConfig(grid_shape=_numbers(args.grid, "--grid"), spacing=_numbers(args.spacing, "--spacing", float),
-                      latent_dim=args.latent, channels=_numbers(args.channels, "--channels"), beta=args.beta,
-                      free_bits=args.free_bits, epochs=args.epochs, batch_size=args.batch_size,
-                      learning_rate=args.lr, final_learning_rate=args.lr / 10, augmentations=args.augmentations,
-                      acdc=args.acdc, subjects=args.subjects, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                      validate_every=args.validate_every, log_every=args.log_every, workers=args.workers,
-                      max_minutes=args.max_minutes, device=args.device, data_root=args.data,
-                      cache_dir=args.cache_dir)
+                      channels=_numbers(args.channels, "--channels"), learning_rate=args.lr,
+                      final_learning_rate=args.lr / 10, acdc=args.acdc, seed=args.seed, device=args.device,
+                      data_root=args.data, **{key: getattr(args, key) for _, key, _ in _FIELD_OPTIONS})
     cfg.vae_config()  # validates the grid and the network
     return cfg
 

@@ -4,10 +4,8 @@ Three stages, in this order (each resumable: ``--resume`` continues from ``<outp
 time budget counts the time already spent; all randomness seeded):
 
 * ``mcsr``: MCSR-Net end to end on the CT cohort's training split (15 real hearts; validation
-  subjects and PCA shapes left out). Every sample is a fresh :func:`.degrade.degrade` of an
-  augmented heart from a refreshed in-memory pool (the DeepWHR trainer's pool and motion mix:
-  none, SRHeart-normal up to 4x severe, STACOM-like shifts with tilt and end-slice dropout,
-  in-plane rotations, label noise, 7-11.5 mm slices), canonicalised exactly as at inference.
+  subjects and PCA shapes left out). Every sample is a fresh degradation of an augmented heart
+  of the :mod:`.pool` (its motion mix, 7-11.5 mm slices), canonicalised exactly as at inference.
   Targets: the true per-slice translations centred on their mean over the labelled slices; the
   motion-free stack and the HR labels, both moved by that mean (a common shift is invisible, so
   the targets are what a perfect correction of *this* stack shows). Losses: L1 on the
@@ -64,7 +62,6 @@ class MCSRTrainConfig(BudgetConfig):
     subjects: Optional[Tuple[str, ...]] = None
 
 
-# MCSR samples
 def shifted(geometry, offset_ras: np.ndarray):
     """``geometry`` moved by ``-offset_ras``: resampling a volume onto it and reading the array on
     the unmoved grid gives the volume translated by ``+offset_ras``."""
@@ -142,7 +139,6 @@ def train_mcsr(cfg: MCSRTrainConfig, output: Path, resume: bool = False, log=pri
     return run.run_budget(cfg, sample_loss, cfg.accumulate, pool.refresher(cfg.refresh_every)).export(output)
 
 
-# The SDG data set (condition from the trained MCSR-Net, ground truth from the meshes)
 PAIR_PRESETS = ("normal", "mask2surface", "severe")
 _BENCH_GRID = ((64, 128, 128), (1.25, 1.25, 2.0))  # the benchmark's HR grid (k, j, i), spacing (i, j, k)
 
@@ -243,7 +239,6 @@ def make_pairs(output, mcsr_weights, n_per_subject: int = 10, subjects=None, dat
     return output
 
 
-# VQ-VAE and latent denoiser
 @dataclass
 class SDGTrainConfig(BudgetConfig):
     lr: float = 5e-4
@@ -390,7 +385,6 @@ def train_ldm(cfg: SDGTrainConfig, vqvae_weights, output: Path, resume: bool = F
     return run.run_budget(cfg, sample_loss).export(output, samples=run.step * cfg.batch, data=pair_sources(cfg.pairs))
 
 
-# Model cards and installation
 METHOD = ('Zhang et al., "Mask2Surface" (MCSR-Net + coarse signed distance grids + VQ-VAE latent diffusion; '
           "`shared/papers/001`), MCSR-Net after Chen et al. 2024, MCSR-ETE. Re-implemented from the papers; no peer "
           "code used. Networks from MONAI (`UNet`, `VQVAE`, `DiffusionModelUNet`, `DDPMScheduler`, `DDIMScheduler`).")
@@ -477,17 +471,6 @@ def validate(root=None, seeds=(0, 1, 2), presets=("normal", "mask2surface"), log
     return out
 
 
-def install_weights(paths: Dict[str, str], metrics: Dict[str, float], pairs_note: str = "", directory=None,
-                    log=print, selection: str = DEFAULT_SELECTION) -> None:
-    """Register the three weights files with model cards in the weights folder (manifest)."""
-    from ..methods.mask2surface import LDM_WEIGHTS, MCSR_WEIGHTS, VQVAE_WEIGHTS
-
-    names = {"mcsr": MCSR_WEIGHTS, "vqvae": VQVAE_WEIGHTS, "ldm": LDM_WEIGHTS}
-    for kind, path in paths.items():
-        entry = weights.register(names[kind], path, model_card(kind, path, metrics, pairs_note, selection), directory)
-        log(f"installed {names[kind]}: {entry}")
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("stage", choices=("mcsr", "pairs", "vqvae", "ldm", "validate", "install"),
                    help="mcsr: MCSR-Net; pairs: the SDG data set (needs --mcsr); vqvae: the VQ-VAE (needs "
@@ -519,7 +502,7 @@ def main(args) -> int:
     args.device = resolve_device(args.device)  # a CUDA request without CUDA fails here, before any data is read
     subjects = tuple(s.strip() for s in args.subjects.split(",")) if args.subjects else None
     if args.stage in ("validate", "install"):
-        from ..methods.mask2surface import using_weights
+        from ..methods.mask2surface import LDM_WEIGHTS, MCSR_WEIGHTS, VQVAE_WEIGHTS, using_weights
 
         if args.stage == "install" and not (args.mcsr and args.vqvae and args.ldm):
             raise InputError("install needs --mcsr, --vqvae and --ldm weights files.")
@@ -528,8 +511,10 @@ def main(args) -> int:
         print(json.dumps(metrics, indent=2))
         if args.stage == "install":
             note = f"SDG pairs: {args.per_subject} per training subject" if args.per_subject else ""
-            install_weights({"mcsr": args.mcsr, "vqvae": args.vqvae, "ldm": args.ldm}, metrics, note,
-                            selection=args.selection)
+            for kind, name in (("mcsr", MCSR_WEIGHTS), ("vqvae", VQVAE_WEIGHTS), ("ldm", LDM_WEIGHTS)):
+                path = getattr(args, kind)
+                entry = weights.register(name, path, model_card(kind, path, metrics, note, args.selection))
+                print(f"installed {name}: {entry}")
         return 0
     if not args.output:
         raise InputError(f"train mask2surface {args.stage} needs --output FILE.")

@@ -119,26 +119,6 @@ def resume_state(ckpt: Path, resume: bool, required: bool = False) -> Optional[D
     return torch.load(str(ckpt), map_location="cpu", weights_only=True)
 
 
-class Clock:
-    """Training time that survives resumes (the elapsed time is stored in checkpoints); a budget
-    of 0 minutes is no limit."""
-
-    def __init__(self, minutes: float, already_s: float = 0.0):
-        self.budget_s = 60 * minutes if minutes > 0 else math.inf
-        self.already_s, self.t0 = already_s, time.perf_counter()
-
-    @property
-    def elapsed_s(self) -> float:
-        return self.already_s + time.perf_counter() - self.t0
-
-    @property
-    def fraction(self) -> float:
-        return self.elapsed_s / self.budget_s
-
-    def done(self) -> bool:
-        return self.elapsed_s >= self.budget_s
-
-
 class Trainer:
     """One training run of ``model`` with ``opt`` on ``device``: step, elapsed time and history,
     restored from ``state`` (:func:`resume_state`) when resuming; checkpoints go to ``ckpt``.
@@ -170,14 +150,16 @@ class Trainer:
         from ``sample_loss(step)`` (a tensor, or a dict of tensors with the total under 'loss'; the
         others are logged), after it ``after_step(step)`` may return values for the history.
         Checkpoints every ``checkpoint_every`` steps / ``checkpoint_minutes`` (0: off) and at the end."""
-        clock = Clock(minutes, self.elapsed_s)
-        last_ckpt = time.perf_counter()
+        budget_s = 60 * minutes if minutes > 0 else math.inf  # 0 minutes: no limit
+        t0 = last_ckpt = time.perf_counter()
+        already_s = self.elapsed_s  # the time spent before a resume counts
+        elapsed_s = lambda: already_s + time.perf_counter() - t0  # noqa: E731
         self.micro_batches = micro_batches
         running: Dict[str, List[float]] = {}
         self.model.train()
         while self.step < max_steps:
             for group in self.opt.param_groups:
-                group["lr"] = lr_at(self.step, clock.fraction)
+                group["lr"] = lr_at(self.step, elapsed_s() / budget_s)
             self.opt.zero_grad()
             totals: Dict[str, float] = {}
             for _ in range(micro_batches):
@@ -188,11 +170,11 @@ class Trainer:
                     totals[name] = totals.get(name, 0.0) + float(value.detach()) / micro_batches
             self.opt.step()
             self.step += 1
-            self.elapsed_s = clock.elapsed_s
+            self.elapsed_s = elapsed_s()
             for name, value in totals.items():
                 running.setdefault(name, []).append(value)
             record = (after_step(self.step) if after_step else None) or {}
-            out_of_time = clock.done()
+            out_of_time = self.elapsed_s >= budget_s
             if self.step % log_every == 0 or self.step == max_steps or out_of_time:
                 means = {k: float(np.mean(v)) for k, v in running.items()}
                 running = {}
@@ -209,7 +191,7 @@ class Trainer:
                 if self.step < max_steps:
                     self.log(f"{self.kind}: stopping at step {self.step}, the {minutes:g}-minute budget is spent")
                 break
-        self.elapsed_s = clock.elapsed_s
+        self.elapsed_s = elapsed_s()
         self.checkpoint()
         self.model.eval()
         return self
@@ -251,9 +233,15 @@ def budgeted_trainer(kind: str, cfg: BudgetConfig, model, output, resume: bool, 
     return Trainer(kind, model, opt, ckpt, asdict(cfg), cfg.device, resume_state(ckpt, resume), log=log)
 
 
-def add_device_argument(p: argparse.ArgumentParser) -> None:
+def add_run_arguments(p: argparse.ArgumentParser, resume_help: str, threads: int = 1) -> None:
+    """The options of every trainer: seed, CPU threads, device, data folder and resume."""
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=threads, help="torch CPU threads (0: torch's default; "
+                   "default: %(default)s)")
     p.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES),
                    help="torch device of the training (auto: CUDA when available; default: %(default)s)")
+    p.add_argument("--data", help="shared data folder holding wholeheart_ct/ (default: $CARDIAC_RECON_DATA)")
+    p.add_argument("--resume", action="store_true", help=resume_help)
 
 
 def add_budget_arguments(p: argparse.ArgumentParser, minutes_default: str, resume_help: str) -> None:
@@ -261,13 +249,9 @@ def add_budget_arguments(p: argparse.ArgumentParser, minutes_default: str, resum
     p.add_argument("--minutes", type=float, help=f"training time budget ({minutes_default}; 0: none, the learning "
                    "rate then decays over --max-steps and a run is reproducible bit for bit)")
     p.add_argument("--max-steps", type=int, default=100000, help="stop after this many optimiser steps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
-    add_device_argument(p)
-    p.add_argument("--data", help="shared data folder holding wholeheart_ct/ (default: $CARDIAC_RECON_DATA)")
+    add_run_arguments(p, resume_help)
     p.add_argument("--subjects", help="comma-separated CT subjects (mask2surface pairs --source acdc: ACDC keys; "
                    "default: the training split)")
-    p.add_argument("--resume", action="store_true", help=resume_help)
 
 
 def budget_from_arguments(args) -> Dict[str, object]:
