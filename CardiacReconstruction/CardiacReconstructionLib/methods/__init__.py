@@ -30,9 +30,12 @@ __all__ = ["DEFAULT_SLICE_SPACING_MM", "Method", "Option", "Result", "RunContext
 #: The method modules of this package, in the order their methods are listed.
 METHOD_MODULES = ("baselines", "latent_optimisation", "dsl_asv", "mask2surface")
 
-#: torch CPU threads while a learned method runs (0 leaves torch's setting). One, because the
-#: tensors are small: on a 2-core CPU two threads gained little when idle and made the methods
-#: 2-15x slower when other work shared the CPU (OpenMP synchronisation).
+#: torch CPU threads while a learned method runs (0 leaves torch's setting). One, for two reasons
+#: measured on a 2-core CPU per phantom case: results must not depend on the machine (latent
+#: optimisation's fit changes with the thread count: 0.1% of voxels and up to 0.2 mm of displacement
+#: between 1 and 2 threads, as torch's reductions change order; DSL+ASV and Mask2Surface do not), and
+#: with other work on the CPU two threads were 2-15x slower than one. On an idle CPU two threads are
+#: faster (Mask2Surface 12.3 vs 20.9 s, latent optimisation 3.3 vs 5.5 s): ``threads=2`` / ``--threads 2``.
 DEFAULT_THREADS = 1
 
 _CATALOG: Optional[List[Tuple[Optional[Method], str, str]]] = None  # (method or None, name, reason)
