@@ -335,27 +335,26 @@ def _report_counts():
     print(f"\nfuzz examples: {dict(sorted(COUNTS.items()))}")
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-def test_fuzz_clean_files_run_and_land_in_place(fmt, capfd):
+def _outcomes(fmt, fault, max_examples, capfd):
+    """The outcome of every generated example of ``fmt`` with ``fault`` (None: a clean file)."""
     runs = []
 
-    @settings(max_examples=CLEAN_EXAMPLES, **SETTINGS)
-    @given(ex=examples(fmt, None))
-    def check(ex):
-        runs.append(_run_example(ex, capfd))
-
-    check()
-    assert len(runs) >= min(CLEAN_EXAMPLES, 20) and set(runs) == {"ran"}
-
-
-@pytest.mark.parametrize("fmt, fault", FAULT_CASES, ids=[f"{fmt}-{fault}" for fmt, fault in FAULT_CASES])
-def test_fuzz_faulty_files_are_refused_in_one_line(fmt, fault, capfd):
-    runs = []
-
-    @settings(max_examples=FAULT_EXAMPLES, **SETTINGS)
+    @settings(max_examples=max_examples, **SETTINGS)
     @given(ex=examples(fmt, fault))
     def check(ex):
         runs.append(_run_example(ex, capfd))
 
     check()
+    return runs
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_fuzz_clean_files_run_and_land_in_place(fmt, capfd):
+    runs = _outcomes(fmt, None, CLEAN_EXAMPLES, capfd)
+    assert len(runs) >= min(CLEAN_EXAMPLES, 20) and set(runs) == {"ran"}
+
+
+@pytest.mark.parametrize("fmt, fault", FAULT_CASES, ids=[f"{fmt}-{fault}" for fmt, fault in FAULT_CASES])
+def test_fuzz_faulty_files_are_refused_in_one_line(fmt, fault, capfd):
+    runs = _outcomes(fmt, fault, FAULT_EXAMPLES, capfd)
     assert len(runs) >= min(FAULT_EXAMPLES, 4) and set(runs) == {"refused" if fault not in BENIGN else "ran"}

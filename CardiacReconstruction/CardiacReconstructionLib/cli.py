@@ -163,8 +163,7 @@ def cmd_demo(args) -> int:
 def cmd_run(args) -> int:
     from . import methods
     from .core.io import read_case, staged_folder, write_volume
-    from .core.axes import restore_axes
-    from .core.stack import shift_slices
+    from .core.stack import corrected_image
     from .worker import cancel_file_checker, progress_printer
 
     method = methods.get(args.method)
@@ -181,7 +180,7 @@ def cmd_run(args) -> int:
     try:
         result = methods.run(method.name, case, slice_spacing=args.slice_spacing, factor=args.factor,
                              device=args.device, seed=args.seed, progress=update, cancel=cancel,
-                             surfaces=not args.no_surfaces, **_threads(args), **_parse_options(args.option))
+                             surfaces=not args.no_surfaces, **_run_keywords(args), **_parse_options(args.option))
     finally:
         if bar is not None:
             bar.close()
@@ -191,9 +190,7 @@ def cmd_run(args) -> int:
     with staged_folder(args.output, replace) as out:
         _write_result(result, out, axis_order=axis_order)
         if case.image is not None:
-            order = 0 if case.image.is_label else 1
-            shifts = np.nan_to_num(result.displacements)  # slices without labels stay where they are
-            corrected = restore_axes(shift_slices(case.image, -shifts, order=order), axis_order)
+            corrected = corrected_image(case.image, result.displacements, axis_order, 0 if case.image.is_label else 1)
             write_volume(corrected, out / "corrected_image.nii.gz")
         _write_record(out, {"command": "run", "method": method.name, "input": str(args.input), "messages": messages,
                             "timings": result.timings, "output_shape_kji": list(result.labels.shape),
@@ -335,7 +332,7 @@ def _user_weights(options: Dict) -> Dict[str, str]:
             if isinstance(value, str) and value.endswith(".pt") and Path(value).is_file()}
 
 
-def _threads(args) -> Dict[str, float]:
+def _run_keywords(args) -> Dict[str, float]:
     """The run keywords of --threads and --max-memory that were given."""
     out = {} if args.threads is None else {"threads": args.threads}
     if getattr(args, "max_memory", None) is not None:
@@ -377,6 +374,12 @@ def cmd_unshipped(args) -> int:
     raise InputError(FULL_PACKAGE + ".")
 
 
+def _add_overwrite(parser: argparse.ArgumentParser) -> None:
+    """The output-folder option of every command that writes one (see core.io.previous_run_files)."""
+    parser.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in the output "
+                        "folder (only those its run.json lists); without it the folder must be empty or new")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .simulation.degrade import PRESETS
     from .core.device import DEVICE_CHOICES
@@ -398,8 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="phantom and motion seed (default: %(default)s)")
     d.add_argument("--preset", default="normal", choices=list(PRESETS), help="motion preset (default: %(default)s)")
     d.add_argument("--methods", default="all", help="comma-separated method names or 'all' (default)")
-    d.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in the output "
-                   "folder (only those its run.json lists); without it the folder must be empty or new")
+    _add_overwrite(d)
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("run", help="reconstruct one SAX segmentation", epilog=EPILOG_RUN, formatter_class=fmt,
@@ -433,8 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cancel-file", metavar="FILE", help="stop (exit status 130, nothing written) as soon as FILE "
                    "exists; lets a calling program cancel the run")
     r.add_argument("--output", required=True, help="output folder")
-    r.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in the output "
-                   "folder (only those its run.json lists); without it the folder must be empty or new")
+    _add_overwrite(r)
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("check", help="read a case's files and say what was understood; runs no method",
@@ -461,8 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--lax", action="append", choices=["2ch", "3ch", "4ch"], help="also extract a LAX view")
     dg.add_argument("--convention", default="auto", choices=list(CONVENTION_NAMES))
     dg.add_argument("--output", required=True, help="output folder")
-    dg.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in the output "
-                   "folder (only those its run.json lists); without it the folder must be empty or new")
+    _add_overwrite(dg)
     dg.set_defaults(func=cmd_degrade)
 
     e = sub.add_parser("evaluate", help="score a result against a ground truth (plain Dice, HD95, ASSD, S/V)")
@@ -491,8 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also report Dice after the best global in-plane translation of up to VOXELS voxels "
                    "(columns dice_shift_searched_*, labelled as such: not plain Dice)")
     b.add_argument("--output", default="cardiac-recon-bench", help="output folder (default: %(default)s)")
-    b.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in the output "
-                   "folder (only those its run.json lists); without it the folder must be empty or new")
+    _add_overwrite(b)
     b.set_defaults(func=cmd_bench)
 
     if _development_layers_installed():

@@ -29,14 +29,14 @@ import numpy as np
 import slicer
 import vtk
 
-from .core.axes import IDENTITY, permute, restore_axes, working_stack
+from .core.axes import IDENTITY, permute, working_stack
 from .core.case import Case, LaxView
 from .core.errors import InputError
 from .core.geometry import Volume
 from .core.io import as_integer_labels, as_single_slice
 from .core.labels import LV, MYO, RV, STRUCTURES, apply_convention, label_for_segment_name, present_labels, to_canonical
 from .core.sdf import SURFACE_STYLES
-from .core.stack import shift_slices
+from .core.stack import corrected_image
 
 #: Node attribute that marks the nodes this module creates, with their role as value.
 ROLE_ATTRIBUTE = "CardiacReconstruction.Role"
@@ -503,10 +503,9 @@ def add_corrected_image(image_node, displacements, name: Optional[str] = None, s
     interpolation, border values repeated), on the image's own grid and parent transform, so
     it overlays the original. ``axis_order``: the case's (slices along k while shifting). Reuses
     the corrected image of the same name made earlier."""
-    order = tuple(axis_order)
-    image = permute(image_from_node(image_node), order)
-    d = np.nan_to_num(_check_displacements(displacements, image.shape[0]))  # unmeasured: left in place
-    corrected = restore_axes(shift_slices(image, -d, order=1), order)  # world mm, like the displacements
+    image = permute(image_from_node(image_node), tuple(axis_order))
+    d = _check_displacements(displacements, image.shape[0])
+    corrected = corrected_image(image, d, axis_order)  # world mm, like the displacements
     name = name or f"{image_node.GetName()} motion corrected"
     scene = _scene_of(scene, image_node)
     node = _output_node(scene, "vtkMRMLScalarVolumeNode", name, "corrected image")

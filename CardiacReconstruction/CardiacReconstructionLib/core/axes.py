@@ -26,6 +26,13 @@ Order = Tuple[int, int, int]
 IDENTITY: Order = (0, 1, 2)
 
 
+def coarsest_axis(spacing) -> Optional[int]:
+    """The axis whose spacing is at least :data:`DISTINCT_SPACING_RATIO` times every other's, or None."""
+    spacing = np.asarray(spacing, float)
+    order = np.argsort(spacing)
+    return int(order[2]) if spacing[order[2]] >= DISTINCT_SPACING_RATIO * spacing[order[1]] else None
+
+
 def slice_axis(volume: Volume, what: str, given: Optional[str] = None) -> int:
     """The slice axis (0 = i, 1 = j, 2 = k) of a stack: ``given`` ('i', 'j', 'k') if set, else the
     axis whose spacing is at least :data:`DISTINCT_SPACING_RATIO` times the others'; InputError
@@ -35,9 +42,9 @@ def slice_axis(volume: Volume, what: str, given: Optional[str] = None) -> int:
             raise InputError(f"--slice-axis must be one of i, j, k, got {given!r}.")
         return AXIS_NAMES.index(given)
     spacing = volume.spacing
-    order = np.argsort(spacing)
-    if spacing[order[2]] >= DISTINCT_SPACING_RATIO * spacing[order[1]]:
-        return int(order[2])
+    axis = coarsest_axis(spacing)
+    if axis is not None:
+        return axis
     shape_ijk = volume.shape[::-1]
     sizes = ", ".join(f"{a} {n} x {s:.3g} mm" for a, n, s in zip(AXIS_NAMES, shape_ijk, spacing))
     raise InputError(f"{what}: cannot tell the slice axis from the spacings ({sizes}): no axis is clearly coarser "
@@ -74,11 +81,11 @@ def with_slices_as_k(volume: Volume, what: str, given: Optional[str] = None) -> 
 def working_stack(sax: Volume, image: Optional[Volume], what: str, given: Optional[str] = None):
     """The SAX labels and the image (same grid) with the slice axis as k, the order that undoes
     it, and a note for the user when the file's slice axis was not k (None otherwise)."""
-    axis = slice_axis(sax, what, given)
-    order = order_with_slices_last(axis)
+    sax, order = with_slices_as_k(sax, what, given)
+    axis = order[2]
     note = None if axis == 2 else (f"SAX: the slices run along the file's {AXIS_NAMES[axis]} axis "
-                                   f"({sax.spacing[axis]:.3g} mm apart); results are written in the file's axis order")
-    return permute(sax, order), (permute(image, order) if image is not None else None), order, note
+                                   f"({sax.spacing[2]:.3g} mm apart); results are written in the file's axis order")
+    return sax, (permute(image, order) if image is not None else None), order, note
 
 
 def restore_axes(volume: Volume, order: Order) -> Volume:

@@ -44,7 +44,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .axes import DISTINCT_SPACING_RATIO
+from .axes import coarsest_axis
 from .errors import InputError
 from .geometry import Volume
 
@@ -183,10 +183,7 @@ def check_grid(name: str, sizes: Sequence[int], spacing: Sequence[float]) -> Non
 
 def _slice_axis(sizes: Sequence[int], spacing: np.ndarray) -> Optional[int]:
     """The axis clearly coarser than the others (as in :mod:`.axes`), when every axis has several voxels."""
-    if len(sizes) != 3 or min(sizes) < 2:
-        return None
-    order = np.argsort(spacing)
-    return int(order[2]) if spacing[order[2]] >= DISTINCT_SPACING_RATIO * spacing[order[1]] else None
+    return None if len(sizes) != 3 or min(sizes) < 2 else coarsest_axis(spacing)
 
 
 def check_axes(name: str, what: str, directions: np.ndarray, unit: bool = True) -> None:

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from .axes import IDENTITY, restore_axes
 from .geometry import Volume
 from .labels import LV, MYO, RV
 
@@ -47,6 +48,14 @@ def shift_slices(volume: Volume, shifts_mm: np.ndarray, order: int = 1) -> Volum
         else:
             out[k] = ndimage.shift(volume.array[k], (dy / sj, dx / si), order=order, mode="nearest")
     return volume.with_array(out)
+
+
+def corrected_image(image: Volume, displacements: np.ndarray, axis_order=IDENTITY, order: int = 1) -> Volume:
+    """The motion-corrected copy of a SAX image on the working grid (slices along k): every slice
+    moved by ``-displacements[k]`` (slices whose displacement was not measured, NaN, stay where they
+    are), returned in the file's axis order ``axis_order`` (the case's)."""
+    shifts = np.nan_to_num(np.asarray(displacements, float))
+    return restore_axes(shift_slices(image, -shifts, order=order), tuple(axis_order))
 
 
 def slice_signed_distances(volume: Volume, label_groups: Sequence[Sequence[int]],
