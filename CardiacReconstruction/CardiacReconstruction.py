@@ -89,11 +89,11 @@ class CardiacReconstruction(ScriptedLoadableModule):
 <p>Turns the segmentation of a clinical short-axis (SAX) cine MRI stack (about ten thick slices,
 each shifted by its own breath-hold) into a <b>motion-corrected, super-resolved 3D
 segmentation</b> with per-slice displacements and smooth surface models.</p>
-<p><b>Inputs</b>: the SAX segmentation (segmentation node or labelmap volume; the slice axis must
-be the volume's third axis), optionally 2-, 3- and 4-chamber long-axis segmentations and the SAX
-image. Labels are LV blood pool, LV myocardium and RV blood pool (optionally LA, RA, aorta,
-pulmonary artery); segments are recognised by name, label values by the label convention.
-Inputs are never modified.</p>
+<p><b>Inputs</b>: the SAX segmentation (segmentation node or labelmap volume; its slice axis is
+the one with the clearly largest spacing, whichever of the volume's axes that is), optionally 2-,
+3- and 4-chamber long-axis segmentations and the SAX image. Labels are LV blood pool, LV myocardium
+and RV blood pool (optionally LA, RA, aorta, pulmonary artery); segments are recognised by name,
+label values by the label convention. Inputs are never modified.</p>
 <p><b>Methods</b>. Classical: <code>nearest</code> (nearest-neighbour upsampling),
 <code>linear</code> (linear interpolation of labels), <code>shape_interp</code> (shape-based
 interpolation) and <code>centroid_shape_interp</code> (slices aligned on an LV centroid fit, then
@@ -109,9 +109,12 @@ cannot run yet are greyed out with the reason; <i>Install packages for the learn
 Apply with such a method) installs PyTorch through the PyTorch extension first, then the rest.</p>
 <p><b>Outputs</b>: a segmentation with named, coloured segments at the chosen slice spacing
 (<i>Auto</i>: the engine's usual target, or the input's slice spacing if finer; the box shows it),
-surface models, a table of per-slice displacements (mm along the image rows and columns) and,
-with an image, a motion-corrected copy of it.</p>
-<p>Apply runs in the background (press it again to cancel). For scripting use
+surface models, a table of per-slice displacements (mm along the image rows and columns; empty, with
+<i>estimated</i> 0, for slices that show no heart) and, with an image, a motion-corrected copy of it.</p>
+<p><i>Check inputs</i> shows what was understood of the inputs (slice axis and order, LV-to-RV
+direction, label convention, long-axis views, memory per method) without running anything.
+Apply runs in the background (press it again to cancel); a run that would not fit in memory is
+refused before it starts. For scripting use
 <code>CardiacReconstructionLogic().process(...)</code>. See the
 <a href="{url}">README</a> for details, the command line and batch processing.</p>
 """).replace("{url}", README_URL)
