@@ -67,6 +67,9 @@ class Result:
     #: heart (its displacement is NaN: nothing to measure, which a 0 would hide) or where the
     #: method estimates no displacements (they are 0: no correction). Set by ``methods.run``.
     estimated: Optional[np.ndarray] = None
+    #: An image on the output grid where the method makes one (DeepRecon's synthetic
+    #: super-resolved image); written as ``image_sr`` beside the labels.
+    image: Optional[Volume] = None
 
 
 def mark_unmeasured_slices(result: Result, sax: Volume, estimates: bool) -> Result:

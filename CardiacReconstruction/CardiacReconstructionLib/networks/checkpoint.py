@@ -18,7 +18,11 @@ from ..core.io import atomic_path
 NETWORK_KINDS = {"dsl": ("dsl", "DSLConfig", "DSLNet"), "asv": ("asv", "ASVConfig", "ASVNet"),
                  "mcsr": ("mcsr", "MCSRConfig", "MCSRNet"),
                  "vqvae": ("latent_diffusion", "VQVAEConfig", "SDGAutoencoder"),
-                 "ldm": ("latent_diffusion", "LDMConfig", "LatentDenoiser"), "vae": ("vae", "VAEConfig", "LabelVAE")}
+                 "ldm": ("latent_diffusion", "LDMConfig", "LatentDenoiser"), "vae": ("vae", "VAEConfig", "LabelVAE"),
+                 "stylegan": ("stylegan", "StyleGANConfig", "StyleGenerator"),
+                 "stylegan_d": ("stylegan", "StyleGANConfig", "StyleDiscriminator"),
+                 "stylegan_encoder": ("stylegan", "EncoderConfig", "StyleEncoder"),
+                 "segmenter": ("segmenter", "SegmenterConfig", "SliceSegmenter")}
 
 
 def save_torch(obj, path) -> Path:

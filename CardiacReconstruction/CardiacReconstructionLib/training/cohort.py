@@ -423,6 +423,15 @@ def load_acdc(root: Optional[PathLike] = None, key: Optional[str] = None):
     return one(key) if key is not None else {k: one(k) for k in keys}
 
 
+def load_acdc_image(key: str, root: Optional[PathLike] = None) -> np.ndarray:
+    """The cine MR image of an ACDC key as stored (uint8 [k, j, i], windowed 0.5-99.5 % per volume
+    at the source), on the same grid as its labels (:func:`load_acdc`)."""
+    path = str(_acdc_file(root, "acdc_sax_images.npz"))
+    if key not in _acdc_keys_cached(path):
+        raise InputError(f"No ACDC image {key!r}.")
+    return _acdc_array_cached(path, key)
+
+
 def acdc_pseudo_hr(sax_volume: Volume, slice_spacing: float = 2.0) -> Volume:
     """An approximate MRI-shaped high-resolution label volume from a real SAX stack: the
     ``centroid_shape_interp`` baseline (slice centroid alignment + shape-based interpolation).

@@ -1,0 +1,204 @@
+"""DeepRecon on the held-out ACDC validation patients (never trained on): the issue's benchmarks.
+
+* ``leave-out``: leave-slices-out 3D test, our stand-in for the paper's long-axis check (ACDC has
+  no long-axis views). Every other slice of a held-out stack is dropped (20 mm between the kept
+  slices); each method reconstructs the reduced stack onto the original slice positions and is
+  scored at the dropped positions against those slices' real labels (plain Dice per structure,
+  3D over the dropped slices of a stack, then the mean over stacks), DeepRecon's synthetic image
+  there by SSIM against the real slice (on the heart-centred crop). DeepRecon gets the reduced
+  stack's images and labels (the labels centre the crops and give the centroid motion); the
+  label-domain baselines get the same labels.
+* ``motion``: motion adaptation on held-out pairs (source = patient p, target = the next
+  validation patient): the adapted source's EDV against its own (real labels), its EF against
+  the target's and its own; a table and a volume-curve plot.
+* ``speed``: median seconds per stack of ``methods.run('deeprecon')`` with its defaults and the
+  peak memory (max RSS of a fresh process per stack) on this machine.
+
+Usage: python Testing/benchmarks/deeprecon_bench.py [leave-out] [motion] [speed] [--stacks N]
+       [--output DIR]   (writes DIR/deeprecon_<part>.json and .md, and the plots)
+The ACDC spacing is ASSUMED (1.5 x 1.5 x 10 mm): figures in mm and ml rest on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from CardiacReconstructionLib.core.api import RunContext
+from CardiacReconstructionLib.core.case import Case
+from CardiacReconstructionLib.core.crops import label_centres, sample_crops
+from CardiacReconstructionLib.core.geometry import Volume
+from CardiacReconstructionLib.core.labels import LV, MYO, RV
+from CardiacReconstructionLib.methods import get
+from CardiacReconstructionLib.training.cohort import ACDC_SPACING, acdc_split, load_acdc, load_acdc_image
+
+STRUCTURES = ((LV, "LV"), (MYO, "MYO"), (RV, "RV"))
+BASELINES = ("shape_interp", "centroid_shape_interp", "nearest")
+
+
+def _image(key: str) -> Volume:
+    lab = load_acdc(None, key)
+    return Volume(load_acdc_image(key).astype(np.float32), lab.ijk_to_ras)
+
+
+def _dice(pred: np.ndarray, truth: np.ndarray) -> dict:
+    out = {}
+    for label, name in STRUCTURES:
+        a, b = pred == label, truth == label
+        out[name] = float(2 * (a & b).sum() / (a.sum() + b.sum())) if a.sum() + b.sum() else float("nan")
+    return out
+
+
+def leave_out(keys, threads: int = 1):
+    import torch
+    from monai.metrics import SSIMMetric
+
+    from CardiacReconstructionLib.core.crops import intensity_window
+    from CardiacReconstructionLib.methods import deeprecon as dr
+
+    torch.set_num_threads(threads)
+    rows = {m: [] for m in ("deeprecon",) + BASELINES}
+    ssim = []
+    for key in keys:
+        lab, img = load_acdc(None, key), _image(key)
+        n = lab.shape[0]
+        kept, dropped = np.arange(0, n, 2), np.arange(1, n - 1, 2)  # dropped slices lie between kept ones
+        dropped = dropped[lab.array[dropped].reshape(len(dropped), -1).any(1)]
+        if len(dropped) == 0 or len(kept) < 3:
+            continue
+        geo = lab.geometry
+        reduced = Case(sax=Volume(lab.array[kept], geo.with_slices(len(kept), 2 * ACDC_SPACING[2]).ijk_to_ras),
+                       image=Volume(img.array[kept], geo.with_slices(len(kept), 2 * ACDC_SPACING[2]).ijk_to_ras))
+        ctx = RunContext(geo)  # the original slice positions
+        truth = lab.array[dropped]
+        for name in rows:
+            out = get(name).fn(reduced, ctx)
+            rows[name].append(_dice(out.labels.array[dropped], truth))
+            if name == "deeprecon":
+                centres = label_centres(lab.array)[dropped]
+                cfg = dr.networks("cpu")[0].config
+                real = sample_crops(intensity_window(img.array)[dropped], centres, (1.5, 1.5), cfg.size, cfg.pixel_mm,
+                                    fill=-1.0)
+                synth = sample_crops(intensity_window(out.image.array)[dropped], centres, (1.5, 1.5), cfg.size,
+                                     cfg.pixel_mm, fill=-1.0)
+                ssim.append(float(SSIMMetric(spatial_dims=2, data_range=2.0)(
+                    torch.as_tensor(synth)[:, None], torch.as_tensor(real)[:, None]).mean()))
+        print(key, {m: round(float(np.nanmean(list(r[-1].values()))), 3) for m, r in rows.items()}, flush=True)
+    table = {}
+    for name, scores in rows.items():
+        per = {s: float(np.nanmean([r[s] for r in scores])) for _, s in STRUCTURES}
+        table[name] = {**per, "mean": float(np.mean(list(per.values()))), "stacks": len(scores)}
+    table["deeprecon"]["ssim_dropped"] = float(np.mean(ssim)) if ssim else float("nan")
+    return table
+
+
+def _lv_ml(labels: np.ndarray) -> float:
+    return float((labels == LV).sum() * ACDC_SPACING[0] * ACDC_SPACING[1] * ACDC_SPACING[2] / 1000)
+
+
+def motion(keys, output: Path, threads: int = 1):
+    import torch
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from CardiacReconstructionLib.methods.motion_adaptation import adapt_motion
+
+    torch.set_num_threads(threads)
+    patients = sorted({k.split("_")[0] for k in keys})
+    rows, curves = [], []
+    for src, tgt in zip(patients, patients[1:] + patients[:1]):
+        s_ed, s_es = f"{src}_frame01", f"{src}_frame02"
+        t_ed, t_es = f"{tgt}_frame01", f"{tgt}_frame02"
+        res = adapt_motion(_image(s_ed), [_image(t_ed), _image(t_es)], source_labels=load_acdc(None, s_ed),
+                           target_labels=[load_acdc(None, t_ed), load_acdc(None, t_es)])
+        own = (_lv_ml(load_acdc(None, s_ed).array), _lv_ml(load_acdc(None, s_es).array))
+        tv = (_lv_ml(load_acdc(None, t_ed).array), _lv_ml(load_acdc(None, t_es).array))
+        row = {"source": src, "target": tgt, "source_edv": own[0], "adapted_edv": res.edv,
+               "edv_error": res.edv / own[0] - 1, "source_ef": 1 - own[1] / own[0], "target_ef": 1 - tv[1] / tv[0],
+               "adapted_ef": res.ef}
+        row["closer_to_target"] = abs(row["adapted_ef"] - row["target_ef"]) < abs(row["adapted_ef"] - row["source_ef"])
+        rows.append(row)
+        curves.append((src, tgt, res.phases, res.lv_ml))
+        print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for src, tgt, ph, lv in curves[:6]:
+        ax.plot(ph, lv, marker="o", label=f"{src} with {tgt}'s motion")
+    ax.set_xlabel("phase (0 = ED, 1 = target's ES)")
+    ax.set_ylabel("LV blood-pool volume (ml)")
+    ax.set_title("DeepRecon motion adaptation, held-out ACDC pairs")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(output / "deeprecon_motion_curves.png", dpi=120)
+    summary = {"pairs": len(rows), "edv_within_10pct": int(sum(abs(r["edv_error"]) <= 0.10 for r in rows)),
+               "median_abs_edv_error": float(np.median([abs(r["edv_error"]) for r in rows])),
+               "ef_closer_to_target": int(sum(r["closer_to_target"] for r in rows)),
+               "median_abs_ef_error_to_target": float(np.median([abs(r["adapted_ef"] - r["target_ef"]) for r in rows]))}
+    return {"rows": rows, "summary": summary}
+
+
+_CHILD = """
+import sys, time, resource, numpy as np, torch
+sys.path.insert(0, {here!r})
+from deeprecon_bench import _image
+from CardiacReconstructionLib.training.cohort import load_acdc
+from CardiacReconstructionLib.core.case import Case
+from CardiacReconstructionLib.methods import run
+key = {key!r}
+case = Case(sax=load_acdc(None, key), image=_image(key))
+run("deeprecon", case, threads=1, steps=1)  # loads the networks (not timed)
+t = time.perf_counter(); run("deeprecon", case, threads=1); dt = time.perf_counter() - t
+print(dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def speed(keys):
+    times, rss = [], []
+    for key in keys:
+        out = subprocess.run([sys.executable, "-c", _CHILD.format(here=str(Path(__file__).parent), key=key)],
+                             capture_output=True, text=True, check=True).stdout.split()
+        times.append(float(out[-2]))
+        rss.append(float(out[-1]))
+        print(key, out[-2:], flush=True)
+    return {"stacks": len(keys), "median_s": float(np.median(times)), "max_s": float(np.max(times)),
+            "median_peak_mib": float(np.median(rss)), "max_peak_mib": float(np.max(rss))}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("parts", nargs="*", default=["leave-out", "motion", "speed"])
+    p.add_argument("--stacks", type=int, default=0, help="at most this many validation stacks (0: all 34)")
+    p.add_argument("--output", default="deeprecon-bench")
+    args = p.parse_args()
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    keys = list(acdc_split(None, "val"))
+    if args.stacks:
+        keys = keys[:args.stacks]
+    for part in args.parts:
+        t0 = time.perf_counter()
+        if part == "leave-out":
+            result = leave_out(keys)
+        elif part == "motion":
+            result = motion(keys, out)
+        elif part == "speed":
+            result = speed(keys[:min(len(keys), 8)])
+        else:
+            raise SystemExit(f"unknown part {part!r}")
+        result = {"result": result, "seconds": time.perf_counter() - t0,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        (out / f"deeprecon_{part}.json").write_text(json.dumps(result, indent=2, default=float))
+        print(json.dumps(result, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
