@@ -51,6 +51,10 @@ DEFAULT_METHOD = "centroid_shape_interp"
 #: them equal to the engine's).
 CONVENTIONS = ("auto", "canonical", "acdc", "ukbb", "mmwhs")
 DEVICES = ("auto", "cuda", "cpu")
+#: Copy of worker.SEGMENTERS (the segmenters of an SAX image given without its segmentation; the
+#: first is the default) with the names the widget shows; a test keeps them equal to the engine's.
+SEGMENTERS = ("directseg", "deeprecon")
+SEGMENTER_TITLES = {"directseg": "DirectSeg", "deeprecon": "DeepRecon"}
 #: Import names of the requirements whose distribution name differs from the module name;
 #: a requirement counts as installed when its module can be found (Slicer's own numpy, vtk and
 #: SimpleITK are not pip distributions, so pip's view would reinstall them).
@@ -68,6 +72,8 @@ BINARY_LABELMAP = "Binary labelmap"
 POLL_INTERVAL_MS = 200
 #: Share of the progress bar for the worker; the rest is reading the results into the scene.
 WORKER_PROGRESS_SHARE = 0.9
+#: Share of a run's progress for segmenting an SAX image given alone (the method has the rest).
+SEGMENTATION_PROGRESS_SHARE = 0.3
 RECONSTRUCTION_SEGMENTS = ("LV blood pool", "LV myocardium", "RV blood pool")
 README_URL = "https://github.com/CardiacReconstruction/SlicerCardiacReconstruction#readme"
 
@@ -93,16 +99,21 @@ segmentation</b> with per-slice displacements and smooth surface models.</p>
 the one with the clearly largest spacing, whichever of the volume's axes that is), optionally 2-,
 3- and 4-chamber long-axis segmentations and the SAX image. Labels are LV blood pool, LV myocardium
 and RV blood pool (optionally LA, RA, aorta, pulmonary artery); segments are recognised by name,
-label values by the label convention. Inputs are never modified.</p>
+label values by the label convention. The SAX cine image may also come alone: it is then segmented
+first (<i>Segment with</i>: DirectSeg, a fast U-Net, or DeepRecon's segmenter on its inverted
+generator's images; both need PyTorch) and that segmentation is added to the scene too.
+Inputs are never modified.</p>
 <p><b>Methods</b>. Classical: <code>nearest</code> (nearest-neighbour upsampling),
 <code>linear</code> (linear interpolation of labels), <code>shape_interp</code> (shape-based
 interpolation) and <code>centroid_shape_interp</code> (slices aligned on an LV centroid fit, then
 shape-based interpolation). Learned (need PyTorch; a GPU is used when available):
 <code>latent_optimisation</code> (a learned 3D shape prior and per-slice shifts fitted to the
 stack, after SRHeart), <code>dsl_asv</code> (DeepWHR: label-domain motion correction, then
-arbitrary-scale super-resolution) and <code>mask2surface</code> (Mask2Surface: MCSR-Net correction and
+arbitrary-scale super-resolution), <code>mask2surface</code> (Mask2Surface: MCSR-Net correction and
 super-resolution, then latent diffusion of signed distance grids to smooth, watertight surfaces of the
-LV myocardium, LV endo- and epicardium and RV endocardium). All but the first three estimate
+LV myocardium, LV endo- and epicardium and RV endocardium) and <code>deeprecon</code> (DeepRecon, from the
+SAX image: each slice inverted into a StyleGAN generator, intermediate slices painted from interpolated
+codes and segmented; it also gives a synthetic super-resolved image). All but the first three estimate
 per-slice displacements.
 Each method's options appear when it is selected (expert ones under <i>Advanced</i>). Methods that
 cannot run yet are greyed out with the reason; <i>Install packages for the learned methods</i> (or
@@ -110,7 +121,8 @@ Apply with such a method) installs PyTorch through the PyTorch extension first, 
 <p><b>Outputs</b>: a segmentation with named, coloured segments at the chosen slice spacing
 (<i>Auto</i>: the engine's usual target, or the input's slice spacing if finer; the box shows it),
 surface models, a table of per-slice displacements (mm along the image rows and columns; empty, with
-<i>estimated</i> 0, for slices that show no heart) and, with an image, a motion-corrected copy of it.</p>
+<i>estimated</i> 0, for slices that show no heart), with an image a motion-corrected copy of it, DeepRecon's
+synthetic super-resolved image, and the segmentation of an image given alone.</p>
 <p><i>Check inputs</i> shows what was understood of the inputs (slice axis and order, LV-to-RV
 direction, label convention, long-axis views, memory per method) without running anything.
 Apply runs in the background (press it again to cancel); a run that would not fit in memory is
@@ -143,9 +155,11 @@ LabelNode = Optional[Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]]
 class CardiacReconstructionParameterNode:
     """The module's settings, saved with the scene.
 
-    saxSegmentation - the SAX stack's segmentation or labelmap (required).
+    saxSegmentation - the SAX stack's segmentation or labelmap (required unless saxImage is given).
     lax2ch, lax3ch, lax4ch - optional long-axis segmentations or labelmaps.
-    saxImage - optional SAX image on the segmentation's grid (a corrected copy is made).
+    saxImage - the SAX image: on the segmentation's grid (a corrected copy is made), or alone
+        (then segmented first with ``segmenter``).
+    segmenter - 'directseg' or 'deeprecon': segments saxImage when no segmentation is selected.
     convention - label convention of label values ('auto' detects it).
     method - registered method name (combo box filled from the engine's registry).
     methodOptions - JSON {method: {option: value}}; edited through per-method option widgets.
@@ -165,6 +179,7 @@ class CardiacReconstructionParameterNode:
     sliceSpacing: Annotated[float, WithinRange(AUTO_SLICE_SPACING, 10.0)] = AUTO_SLICE_SPACING
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     outputSegmentation: Optional[vtkMRMLSegmentationNode]
+    segmenter: Annotated[str, Choice(list(SEGMENTERS))] = SEGMENTERS[0]
 
 
 #
@@ -191,6 +206,8 @@ class CardiacReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMi
         self._deviceInfoShown = False
         self._updatingGui = False
         self._timer = None
+        self.segmenterComboBox = None  # built in setup(): the .ui file has no row for it
+        self.segmenterLabel = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -203,6 +220,7 @@ class CardiacReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMi
         for container in (self.ui.methodOptionsWidget, self.ui.advancedOptionsWidget):
             optionsLayout = qt.QVBoxLayout(container)
             optionsLayout.setContentsMargins(0, 0, 0, 0)
+        self._buildSegmenterRow()
         self.ui.progressBar.setVisible(False)
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
@@ -214,12 +232,41 @@ class CardiacReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMi
         self.ui.checkInputsButton.connect("clicked(bool)", self.onCheckInputsButton)
         self.ui.methodComboBox.connect("currentIndexChanged(int)", self.onMethodChanged)
         self.ui.installLearnedButton.connect("clicked(bool)", self.onInstallLearnedButton)
+        self.segmenterComboBox.connect("currentIndexChanged(int)", self.onSegmenterChanged)
         # Asking PyTorch for the device imports it (seconds, and opening the module must not load
         # it): the Advanced section asks when it is first opened.
         self.ui.advancedCollapsibleButton.connect("contentsCollapsed(bool)", self._onAdvancedCollapsed)
 
         self._populateMethods()
         self.initializeParameterNode()
+
+    def _buildSegmenterRow(self) -> None:
+        """'Segment with:' under the SAX image (third row of the Inputs form): how an image given
+        without its segmentation is segmented; shown while no segmentation is selected."""
+        self.segmenterLabel = qt.QLabel(_("Segment with:"))
+        self.segmenterComboBox = qt.QComboBox()
+        for name in SEGMENTERS:
+            self.segmenterComboBox.addItem(SEGMENTER_TITLES[name], name)
+        self.segmenterComboBox.toolTip = _(
+            "No SAX segmentation is selected, so the SAX image is segmented first: DirectSeg (a U-Net on every "
+            "slice, fast) or DeepRecon (its segmenter on the images its generator repaints from each slice, "
+            "slower). The segmentation is added to the scene. Both need PyTorch.")
+        self.ui.inputsCollapsibleButton.layout().insertRow(2, self.segmenterLabel, self.segmenterComboBox)
+
+    def onSegmenterChanged(self, index) -> None:
+        name = self.segmenterComboBox.itemData(index)
+        if name and not self._updatingGui and self._parameterNode is not None:
+            self._parameterNode.segmenter = name
+
+    def _updateSegmenterRow(self) -> None:
+        p = self._parameterNode
+        imageOnly = bool(p and p.saxSegmentation is None)
+        self.segmenterLabel.setVisible(imageOnly)
+        self.segmenterComboBox.setVisible(imageOnly)
+        self.segmenterComboBox.enabled = bool(imageOnly and p.saxImage is not None)
+        index = self.segmenterComboBox.findData(p.segmenter if p else SEGMENTERS[0])
+        if index >= 0:
+            self.segmenterComboBox.currentIndex = index
 
     def cleanup(self) -> None:
         """Called when the application closes and the module widget is destroyed."""
@@ -283,6 +330,7 @@ class CardiacReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMi
                 self.ui.methodComboBox.currentIndex = index
             self._showMethod(self._parameterNode.method)
             self._writeOptionWidgets(self._parameterNode.method)
+            self._updateSegmenterRow()
             self._updateSliceSpacingText()
         finally:
             self._updatingGui = False
@@ -290,7 +338,8 @@ class CardiacReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMi
 
     def _updateSliceSpacingText(self) -> None:
         """Say what 'Auto' means for the selected input: the engine's default output spacing."""
-        spacing = self.logic.defaultSliceSpacing(self._parameterNode.saxSegmentation)
+        p = self._parameterNode
+        spacing = self.logic.defaultSliceSpacing(p.saxSegmentation if p.saxSegmentation is not None else p.saxImage)
         self.ui.sliceSpacingSpinBox.specialValueText = (
             _("Auto") if spacing is None else _("Auto ({spacing} mm)").format(spacing=f"{spacing:.3g}"))
 
@@ -304,19 +353,22 @@ class CardiacReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMi
         self._deviceInfoShown = True
 
     def _checkCanApply(self) -> None:
-        self.ui.checkInputsButton.enabled = bool(self._run is None and self._parameterNode
-                                                 and self._parameterNode.saxSegmentation)
+        p = self._parameterNode
+        hasInput = bool(p and (p.saxSegmentation is not None or p.saxImage is not None))
+        self.ui.checkInputsButton.enabled = bool(self._run is None and hasInput)
         if self._run is not None:
             self.ui.applyButton.text = _("Cancel")
             self.ui.applyButton.toolTip = _("Stop the running reconstruction; the scene is left unchanged.")
             self.ui.applyButton.enabled = True
-        elif self._parameterNode and self._parameterNode.saxSegmentation:
+        elif hasInput:
             self.ui.applyButton.text = _("Apply")
-            self.ui.applyButton.toolTip = _("Run the reconstruction in the background.")
+            self.ui.applyButton.toolTip = (_("Run the reconstruction in the background.") if p.saxSegmentation
+                                           else _("Segment the SAX image, then run the reconstruction, in the "
+                                                  "background."))
             self.ui.applyButton.enabled = True
         else:
             self.ui.applyButton.text = _("Apply")
-            self.ui.applyButton.toolTip = _("Select the SAX segmentation first.")
+            self.ui.applyButton.toolTip = _("Select the SAX segmentation (or the SAX image alone) first.")
             self.ui.applyButton.enabled = False
 
     # -- methods and their options ------------------------------------------------------------------
@@ -513,7 +565,8 @@ class CardiacReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMi
                 text = self.logic.checkInputs(p.saxSegmentation, lax2ch=p.lax2ch, lax3ch=p.lax3ch, lax4ch=p.lax4ch,
                                               imageNode=p.saxImage, convention=p.convention,
                                               sliceSpacing=None if p.sliceSpacing <= AUTO_SLICE_SPACING
-                                              else p.sliceSpacing)
+                                              else p.sliceSpacing,
+                                              segmenter=p.segmenter if p.saxSegmentation is None else None)
         except Exception as exc:
             showError(exc, _("Could not read the inputs."))
             return
@@ -526,7 +579,7 @@ class CardiacReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMi
             return
         p = self._parameterNode
         try:
-            if not self.logic.ensureDependencies(p.method):
+            if not self.logic.ensureDependencies(p.method, segment=p.saxSegmentation is None):
                 return
             self._refreshMethods()  # packages may just have been installed
             with slicer.util.WaitCursor():
@@ -537,7 +590,8 @@ class CardiacReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMi
                     lax2ch=p.lax2ch, lax3ch=p.lax3ch, lax4ch=p.lax4ch, imageNode=p.saxImage,
                     convention=p.convention, device=p.device,
                     sliceSpacing=None if p.sliceSpacing <= AUTO_SLICE_SPACING else p.sliceSpacing,
-                    options=worker.method_options(p.methodOptions, p.method))
+                    options=worker.method_options(p.methodOptions, p.method),
+                    segmenter=p.segmenter if p.saxSegmentation is None else None)
         except Exception as exc:
             showError(exc, _("Could not start the reconstruction."))
             return
@@ -776,9 +830,13 @@ def pythonSlicerExecutable() -> str:
 class BackgroundRun:
     """A reconstruction running in a worker process; see CardiacReconstructionLogic.startBackgroundRun."""
 
-    def __init__(self, worker, case, messages, folder, outputFolder, method, outputSegmentation, imageNode):
+    def __init__(self, worker, case, messages, folder, outputFolder, method, outputSegmentation, imageNode,
+                 imageStack=None):
         self.worker = worker  # CardiacReconstructionLib.worker.WorkerProcess
-        self.case = case  # the engine case read from the nodes when the run started
+        self.case = case  # the engine case read from the nodes when the run started (None: image alone)
+        #: For an image given alone: (image, axis order, long-axis views, name, segmenter); the case
+        #: is made when the worker's segmentation of the image is read back.
+        self.imageStack = imageStack
         self.messages = messages  # label-mapping messages for the user
         self.folder = folder
         self.outputFolder = outputFolder
@@ -830,6 +888,17 @@ class CardiacReconstructionLogic(ScriptedLoadableModuleLogic):
         return ()
 
     @staticmethod
+    def segmentationRequires() -> Optional[Tuple[str, ...]]:
+        """Import names that segmenting an SAX image given alone needs (DeepRecon's segmenters);
+        None while the engine cannot be imported. Metadata only: no torch is imported."""
+        try:
+            from CardiacReconstructionLib.methods import deeprecon
+        except Exception as exc:  # the engine, or the DeepRecon module, cannot be imported here
+            logging.warning(f"CardiacReconstruction: the segmenters cannot be imported ({exc}).")
+            return None
+        return tuple(deeprecon.REQUIRES)
+
+    @staticmethod
     def defaultSliceSpacing(saxNode=None) -> Optional[float]:
         """The output slice spacing the engine picks when none is given (``methods.output_geometry``:
         methods.DEFAULT_SLICE_SPACING_MM, or the input's slice spacing if finer) for ``saxNode``'s
@@ -857,22 +926,26 @@ class CardiacReconstructionLogic(ScriptedLoadableModuleLogic):
             return _("Unknown until the module's Python packages are installed (press Apply).")
         return device.describe()
 
-    def ensureDependencies(self, method=None, askConfirmation=True, requires=None) -> bool:
+    def ensureDependencies(self, method=None, askConfirmation=True, requires=None, segment=False) -> bool:
         """Make sure ``method`` can run here, installing what is missing after asking, in the
         order :func:`installPlan` gives: the core packages (Resources/requirements.txt), then
         torch through the PyTorch extension, then the learned methods' packages
         (Resources/requirements-learned.txt). ``requires``: install for these import names
-        instead of ``method``'s (the widget's Install button). Never called at import time.
-        Returns False (after telling the user why) when something is still missing."""
+        instead of ``method``'s (the widget's Install button). ``segment``: an SAX image given
+        alone is segmented first, so the segmenters' packages are needed too. Never called at
+        import time. Returns False (after telling the user why) when something is still missing."""
         if requires is None:
             requires = self.methodRequires(method)
+            if segment and requires is not None:
+                segmentation = self.segmentationRequires()
+                requires = None if segmentation is None else tuple(sorted(set(requires) | set(segmentation)))
         core = readRequirements(requirementsPath(CORE_REQUIREMENTS))
         learned = readRequirements(requirementsPath(LEARNED_REQUIREMENTS))
         plan = installPlan(requires, missingRequirements(core), bool(missingRequirements(["torch"])),
                            [requirementImportName(r) for r in learned], missingRequirements(learned))
         for step, requirements in plan:
             if step == "replan":  # the core packages are in: the registry can now say what the method needs
-                return self.ensureDependencies(method, askConfirmation)
+                return self.ensureDependencies(method, askConfirmation, segment=segment)
             if step == "torch":
                 installed = self._ensureTorch(askConfirmation)
             else:  # pip; the learned packages with torch pinned (installPlan put torch first)
@@ -953,12 +1026,68 @@ class CardiacReconstructionLogic(ScriptedLoadableModuleLogic):
     # -- nodes <-> engine -------------------------------------------------------------------------
 
     def checkInputs(self, saxNode, lax2ch=None, lax3ch=None, lax4ch=None, imageNode=None, convention="auto",
-                    sliceSpacing=None) -> str:
-        """The report of ``cardiac-recon check`` for these nodes (nothing runs, nothing changes)."""
+                    sliceSpacing=None, segmenter=None) -> str:
+        """The report of ``cardiac-recon check`` for these nodes (nothing runs, nothing changes).
+        Without ``saxNode``, what was understood of the SAX image that would be segmented first
+        (with ``segmenter``; it is not segmented here)."""
         from CardiacReconstructionLib.check import report
 
+        if saxNode is None:
+            image, order, _views, messages = self._readImageInputs(imageNode, None, lax2ch, lax3ch, lax4ch, convention)
+            return "\n".join(self._imageOnlyReport(imageNode.GetName(), image, order, segmenter or SEGMENTERS[0])
+                             + messages)
         case, messages = self._readInputs(saxNode, None, lax2ch, lax3ch, lax4ch, imageNode, convention)
         return "\n".join(report(case, messages, sliceSpacing))
+
+    @staticmethod
+    def _imageOnlyReport(name, image, order, segmenter) -> List[str]:
+        axis = "ijk"[order[2]]
+        si, sj, sk = (float(v) for v in image.spacing)
+        return [f"SAX image '{name}': {image.shape[0]} slices along the volume's {axis} axis, {sk:.3g} mm apart; "
+                f"{image.shape[2]} x {image.shape[1]} voxels of {si:.3g} x {sj:.3g} mm in-plane.",
+                f"No SAX segmentation is selected: Apply segments the image with "
+                f"{SEGMENTER_TITLES.get(segmenter, segmenter)} first, adds that segmentation to the scene and runs "
+                "the method on it."]
+
+    @staticmethod
+    def _readImageInputs(imageNode, outputSegmentation, lax2ch, lax3ch, lax4ch, convention):
+        """An SAX image given alone (slices along k), its axis order, the long-axis views and the
+        messages for the user (nodes untouched)."""
+        from CardiacReconstructionLib import mrml
+        from CardiacReconstructionLib.core.errors import InputError
+
+        if imageNode is None:
+            raise InputError("Select the SAX segmentation, or the SAX image alone to segment it first.")
+        if outputSegmentation is not None and outputSegmentation in (lax2ch, lax3ch, lax4ch):
+            raise InputError(f"The output segmentation '{outputSegmentation.GetName()}' is also an input; choose "
+                             "another output (or 'Create new segmentation'): inputs are never modified.")
+        image, order, messages = mrml.image_stack_from_node(imageNode)
+        views, laxMessages = mrml.lax_views_from_nodes({"2ch": lax2ch, "3ch": lax3ch, "4ch": lax4ch}, convention)
+        for message in messages + laxMessages:
+            logging.info(f"CardiacReconstruction: {message}")
+        return image, order, views, messages + laxMessages
+
+    @staticmethod
+    def _segmentImage(image, segmenter, device="auto", progress=None, cancel=None):
+        """Canonical labels of an SAX image given alone (``methods.deeprecon.segment_image``), in
+        Slicer's interpreter; progress takes the first SEGMENTATION_PROGRESS_SHARE."""
+        from CardiacReconstructionLib.core.device import resolve_device
+        from CardiacReconstructionLib.core.errors import Cancelled
+        from CardiacReconstructionLib.methods import DEFAULT_THREADS, deeprecon, torch_threads
+
+        def report(fraction):
+            if cancel is not None and cancel():
+                raise Cancelled("Cancelled by the user.")
+            if progress is not None:
+                progress(SEGMENTATION_PROGRESS_SHARE * fraction,
+                         _("segmenting the image ({name})").format(name=SEGMENTER_TITLES.get(segmenter, segmenter)))
+
+        device = resolve_device(device)
+        report(0.0)
+        with torch_threads(DEFAULT_THREADS, device):
+            labels = deeprecon.segment_image(image, segmenter, device=device, progress=report)
+        report(1.0)
+        return labels
 
     @staticmethod
     def _readInputs(saxNode, outputSegmentation, lax2ch, lax3ch, lax4ch, imageNode, convention):
@@ -967,7 +1096,7 @@ class CardiacReconstructionLogic(ScriptedLoadableModuleLogic):
         from CardiacReconstructionLib.core.errors import InputError
 
         if saxNode is None:
-            raise InputError("Select the SAX segmentation.")
+            raise InputError("Select the SAX segmentation, or the SAX image alone to segment it first.")
         if outputSegmentation is not None and outputSegmentation in (saxNode, lax2ch, lax3ch, lax4ch):
             raise InputError(f"The output segmentation '{outputSegmentation.GetName()}' is also an input; choose "
                              "another output (or 'Create new segmentation'): inputs are never modified.")
@@ -978,8 +1107,10 @@ class CardiacReconstructionLogic(ScriptedLoadableModuleLogic):
         return case, messages
 
     @staticmethod
-    def _addResultToScene(result, case, outputSegmentation, imageNode, seconds):
-        """The result as nodes (segmentation, models, table, corrected image) plus a summary."""
+    def _addResultToScene(result, case, outputSegmentation, imageNode, seconds, inputSegmentation=False):
+        """The result as nodes (segmentation, models, table, corrected image, synthetic image and,
+        with ``inputSegmentation``, the segmentation an image given alone was segmented into)
+        plus a summary."""
         from CardiacReconstructionLib import mrml
 
         scene = slicer.mrmlScene
@@ -988,7 +1119,7 @@ class CardiacReconstructionLogic(ScriptedLoadableModuleLogic):
         if imageNode is not None and not scene.IsNodePresent(imageNode):
             imageNode = None
         nodes = mrml.result_to_nodes(result, case, output_segmentation=outputSegmentation, image_node=imageNode,
-                                     scene=scene)
+                                     scene=scene, input_segmentation=inputSegmentation)
         summary = mrml.summary_line(case, result, seconds, str(result.diagnostics.get("device", "cpu")))
         warnings = [str(w) for w in result.diagnostics.get("warnings", [])]
         for warning in warnings:
@@ -998,13 +1129,14 @@ class CardiacReconstructionLogic(ScriptedLoadableModuleLogic):
 
     def process(self, saxNode, outputSegmentation=None, method=DEFAULT_METHOD, lax2ch=None, lax3ch=None,
                 lax4ch=None, imageNode=None, convention="auto", device="auto", sliceSpacing=None, progress=None,
-                cancel=None, **options):
+                cancel=None, segmenter=None, **options):
         """Reconstruct synchronously in Slicer's interpreter (Python console, batch scripts, tests).
 
         Parameters
         ----------
-        saxNode : vtkMRMLSegmentationNode or vtkMRMLLabelMapVolumeNode
-            The SAX stack (slice axis = the volume's k axis). Never modified.
+        saxNode : vtkMRMLSegmentationNode or vtkMRMLLabelMapVolumeNode, or None
+            The SAX stack (its slice axis: the volume axis with the clearly largest spacing). Never
+            modified. None with ``imageNode``: the image is segmented first (``segmenter``).
         outputSegmentation : vtkMRMLSegmentationNode, optional
             Receives the result (its segments are replaced); None creates
             '<SAX name> <method>'.
@@ -1013,7 +1145,8 @@ class CardiacReconstructionLogic(ScriptedLoadableModuleLogic):
         lax2ch, lax3ch, lax4ch : segmentation or labelmap nodes, optional
             Long-axis views (single slices with their own pose).
         imageNode : vtkMRMLScalarVolumeNode, optional
-            SAX image on the segmentation's grid; a motion-corrected copy is added.
+            SAX image on the segmentation's grid, or alone; a motion-corrected copy is added.
+            Image-domain methods (``deeprecon``) need it.
         convention : str
             Label convention of label values: 'auto', 'canonical', 'acdc', 'ukbb' or 'mmwhs'.
         device : str
@@ -1024,44 +1157,85 @@ class CardiacReconstructionLogic(ScriptedLoadableModuleLogic):
         progress : callable(fraction, message), optional
         cancel : callable() -> bool, optional
             Return True to stop (raises CardiacReconstructionLib.Cancelled; scene unchanged).
+        segmenter : str, optional
+            How an image given without ``saxNode`` is segmented: 'directseg' (default) or
+            'deeprecon'. Only with an image alone.
         **options
             The method's own options, e.g. ``fit_degree=2``.
 
         Returns
         -------
         dict with 'segmentation', 'models', 'table', 'corrected_image' (nodes; the last is None
-        without an image), 'result' (the engine's methods.Result), 'summary' (one line: time,
+        without an image), 'image' (the synthetic image volume of a method that makes one, e.g.
+        '<image> DeepRecon image', else None), 'input_segmentation' (the segmentation of an image
+        given alone, else None), 'result' (the engine's methods.Result), 'summary' (one line: time,
         device, volumes and mass), 'warnings' and 'messages' (how labels were mapped).
 
         Raises CardiacReconstructionLib.InputError with a message for the user on bad input.
         """
-        from CardiacReconstructionLib import methods
+        from CardiacReconstructionLib import methods, mrml
 
         start = time.perf_counter()
-        case, messages = self._readInputs(saxNode, outputSegmentation, lax2ch, lax3ch, lax4ch, imageNode, convention)
-        result = methods.run(method, case, slice_spacing=sliceSpacing, device=device, progress=progress,
+        runProgress = progress
+        if saxNode is None and imageNode is not None:
+            methods.get(method)  # an unknown method is refused before the segmentation runs
+            segmenter = segmenter or SEGMENTERS[0]
+            image, order, views, messages = self._readImageInputs(imageNode, outputSegmentation, lax2ch, lax3ch,
+                                                                  lax4ch, convention)
+            labels = self._segmentImage(image, segmenter, device, progress, cancel)
+            case = mrml.segmented_case(labels, image, order, imageNode.GetName(), views, segmenter)
+            if progress is not None:
+                def runProgress(fraction, message=""):
+                    progress(SEGMENTATION_PROGRESS_SHARE + (1 - SEGMENTATION_PROGRESS_SHARE) * fraction, message)
+        else:
+            self._refuseSegmenterWithSegmentation(segmenter)
+            case, messages = self._readInputs(saxNode, outputSegmentation, lax2ch, lax3ch, lax4ch, imageNode,
+                                              convention)
+        result = methods.run(method, case, slice_spacing=sliceSpacing, device=device, progress=runProgress,
                              cancel=cancel, surfaces=True, **options)
-        outputs = self._addResultToScene(result, case, outputSegmentation, imageNode, time.perf_counter() - start)
+        outputs = self._addResultToScene(result, case, outputSegmentation, imageNode, time.perf_counter() - start,
+                                         inputSegmentation=saxNode is None)
         outputs["messages"] = messages
         return outputs
+
+    @staticmethod
+    def _refuseSegmenterWithSegmentation(segmenter) -> None:
+        from CardiacReconstructionLib.core.errors import InputError
+
+        if segmenter is not None:
+            raise InputError("A segmenter segments an SAX image given without its segmentation; a segmentation is "
+                             "selected, so it is used: leave the segmenter out.")
 
     # -- background runs (what Apply uses) ------------------------------------------------------
 
     def startBackgroundRun(self, saxNode, outputSegmentation=None, method=DEFAULT_METHOD, lax2ch=None, lax3ch=None,
                            lax4ch=None, imageNode=None, convention="auto", device="auto", sliceSpacing=None,
-                           options=None) -> BackgroundRun:
+                           options=None, segmenter=None) -> BackgroundRun:
         """Read the nodes (here, so input errors show at once), write them to a temporary folder
         and start ``PythonSlicer -m CardiacReconstructionLib run ... --progress-format lines``.
         Poll ``run.worker`` (``poll()``, ``finished``) from a timer, then call
-        :meth:`finishBackgroundRun`; or :meth:`cancelBackgroundRun`. Arguments as in :meth:`process`."""
+        :meth:`finishBackgroundRun`; or :meth:`cancelBackgroundRun`. Arguments as in :meth:`process`;
+        an image given alone (no ``saxNode``) is segmented by the worker first."""
         from CardiacReconstructionLib import methods, worker
 
         methods.get(method)  # an unknown method is an input error now, not in the worker
-        case, messages = self._readInputs(saxNode, outputSegmentation, lax2ch, lax3ch, lax4ch, imageNode, convention)
+        case, imageStack = None, None
+        if saxNode is None and imageNode is not None:
+            segmenter = segmenter or SEGMENTERS[0]
+            image, order, views, messages = self._readImageInputs(imageNode, outputSegmentation, lax2ch, lax3ch,
+                                                                  lax4ch, convention)
+            imageStack = (image, order, views, imageNode.GetName(), segmenter)
+        else:
+            self._refuseSegmenterWithSegmentation(segmenter)
+            case, messages = self._readInputs(saxNode, outputSegmentation, lax2ch, lax3ch, lax4ch, imageNode,
+                                              convention)
         folder = slicer.util.tempDirectory("CardiacReconstruction")
         outputFolder = os.path.join(folder, "output")
         cancelFile = os.path.join(folder, "CANCEL")
-        inputs = worker.write_inputs(case, os.path.join(folder, "input"))
+        if case is None:
+            inputs = worker.write_image_inputs(image, os.path.join(folder, "input"), views, segmenter)
+        else:
+            inputs = worker.write_inputs(case, os.path.join(folder, "input"))
         arguments = worker.run_arguments(inputs, outputFolder, method, device=device, slice_spacing=sliceSpacing,
                                          options=options, cancel_file=cancelFile)
         command = worker.worker_command(pythonSlicerExecutable(), arguments)
@@ -1069,17 +1243,24 @@ class CardiacReconstructionLogic(ScriptedLoadableModuleLogic):
         logging.info(f"CardiacReconstruction: starting {' '.join(command)}")
         process = slicer.util.launchConsoleProcess(command, updateEnvironment=environment, cwd=MODULE_FOLDER)
         return BackgroundRun(worker.WorkerProcess(process, cancelFile), case, messages, folder, outputFolder, method,
-                             outputSegmentation, imageNode)
+                             outputSegmentation, imageNode, imageStack)
 
     def finishBackgroundRun(self, run: BackgroundRun):
         """Read a successfully finished run's folder and add the result to the scene (main
         thread); returns what :meth:`process` returns. The temporary folder is removed."""
-        from CardiacReconstructionLib import worker
+        from CardiacReconstructionLib import mrml, worker
 
         try:
             result = worker.read_run_folder(run.outputFolder)
-            outputs = self._addResultToScene(result, run.case, run.outputSegmentation, run.imageNode,
-                                             time.perf_counter() - run.startTime)
+            case = run.case
+            if case is None:  # an image given alone: the worker segmented it
+                image, order, views, name, segmenter = run.imageStack
+                labels = worker.read_input_segmentation(run.outputFolder)
+                if labels is None:
+                    raise RuntimeError(f"The run wrote no segmentation of the image ({run.outputFolder}).")
+                case = mrml.segmented_case(labels, image, order, name, views, segmenter)
+            outputs = self._addResultToScene(result, case, run.outputSegmentation, run.imageNode,
+                                             time.perf_counter() - run.startTime, inputSegmentation=run.case is None)
         finally:
             self.discardBackgroundRun(run)
         outputs["messages"] = run.messages
@@ -1127,6 +1308,8 @@ class CardiacReconstructionTest(ScriptedLoadableModuleTest):
         self.test_EveryMethodOnPhantom()
         self.setUp()
         self.test_BackgroundRunAndCancel()
+        self.setUp()
+        self.test_ImageAlone()
 
     def _phantomCase(self):
         """A seeded heart phantom, degraded with 'normal' breath-hold motion at 10 mm slices,
@@ -1140,6 +1323,25 @@ class CardiacReconstructionTest(ScriptedLoadableModuleTest):
         saxNode = mrml.write_segmentation_node(case.sax, name="Phantom SAX")
         laxNode = mrml.write_segmentation_node(case.lax[0].labels, name="Phantom LAX 4ch")
         return case, saxNode, laxNode
+
+    @staticmethod
+    def _phantomImageNode(case):
+        """A synthetic bSSFP-like cine of the phantom's SAX stack (simulation.mr_render) on its grid,
+        as a scalar volume: the image the image-domain methods (deeprecon) need."""
+        from CardiacReconstructionLib.simulation.mr_render import render_cine
+
+        image = render_cine(case.sax, seed=0)
+        return slicer.util.addVolumeFromArray(image.array, image.ijk_to_ras, "Phantom SAX image")
+
+    @staticmethod
+    def _segmentersInstalled() -> bool:
+        """Whether the segmenters of an image given alone can run here (torch, MONAI and DeepRecon's
+        DirectSeg weights)."""
+        from CardiacReconstructionLib.methods import deeprecon
+        from CardiacReconstructionLib.networks import weights
+
+        missing = [name for name in deeprecon.REQUIRES if importlib.util.find_spec(name) is None]
+        return not missing and deeprecon.DIRECTSEG_WEIGHTS in weights.manifest()
 
     @staticmethod
     def _sceneNodeIDs():
@@ -1195,7 +1397,10 @@ class CardiacReconstructionTest(ScriptedLoadableModuleTest):
                 self.assertTrue(where.isAncestorOf(editors[option.name][1]), f"{method.name}.{option.name}")
 
         case, saxNode, _laxNode = self._phantomCase()
+        widget._parameterNode.saxSegmentation = None  # no segmentation: 'Segment with' is offered
+        self.assertFalse(widget.segmenterComboBox.isHidden(), "'Segment with' is hidden without a segmentation")
         widget._parameterNode.saxSegmentation = saxNode
+        self.assertTrue(widget.segmenterComboBox.isHidden(), "'Segment with' is shown beside a segmentation")
         spacing = CardiacReconstructionLogic.defaultSliceSpacing(saxNode)
         self.assertAlmostEqual(spacing, methods.output_geometry(case.sax.geometry).spacing[2], places=6)
         self.assertIn(f"{spacing:.3g}", widget.ui.sliceSpacingSpinBox.specialValueText)
@@ -1217,11 +1422,17 @@ class CardiacReconstructionTest(ScriptedLoadableModuleTest):
         self.assertIn(f"{case.n_slices} slices along the file's k axis", report)
         self.assertIn("4ch view: its plane is", report)
         spacing = float(case.truth.spacing[2])
+        imageNode = self._phantomImageNode(case)  # every method gets the image: deeprecon needs it
         for method in methods.available():
             self.delayDisplay(f"Running {method.name}")
-            outputs = logic.process(saxNode, method=method.name, lax4ch=laxNode, device="cpu", sliceSpacing=spacing,
-                                    **dict(method.test_options))
+            outputs = logic.process(saxNode, method=method.name, lax4ch=laxNode, imageNode=imageNode, device="cpu",
+                                    sliceSpacing=spacing, **dict(method.test_options))
             self._checkOutputs(outputs, case, method.name)
+            self.assertIsNotNone(outputs["corrected_image"], method.name)
+            self.assertIsNone(outputs["input_segmentation"], method.name)
+            if outputs["result"].image is not None:  # the synthetic image of an image-domain method
+                self.assertEqual(tuple(slicer.util.arrayFromVolume(outputs["image"]).shape),
+                                 outputs["result"].labels.shape, method.name)
         after = mrml.volume_from_node(saxNode)[0].array
         self.assertTrue((before == after).all(), "the input segmentation was modified")
         self.delayDisplay("Every method passed")
@@ -1248,3 +1459,40 @@ class CardiacReconstructionTest(ScriptedLoadableModuleTest):
         self._checkOutputs(outputs, case, "background run")
         self.assertFalse(os.path.exists(run.folder))
         self.delayDisplay("Background run passed")
+
+    def test_ImageAlone(self):
+        """The SAX image without its segmentation: segmented (DirectSeg) first, in process and in a
+        worker; that segmentation joins the result in the scene."""
+        from CardiacReconstructionLib import mrml
+
+        if not self._segmentersInstalled():
+            logging.warning("CardiacReconstruction self-test: the image-alone run is NOT tested here (torch, MONAI "
+                            "or DeepRecon's DirectSeg weights are not installed).")
+            self.delayDisplay("Image alone: skipped (the segmenters cannot run here)")
+            return
+        self.delayDisplay("Image alone, segmented with DirectSeg")
+        case, _saxNode, _laxNode = self._phantomCase()
+        imageNode = self._phantomImageNode(case)
+        logic = CardiacReconstructionLogic()
+        self.assertIn("DirectSeg", logic.checkInputs(None, imageNode=imageNode))
+        outputs = logic.process(None, method=DEFAULT_METHOD, imageNode=imageNode, device="cpu",
+                                segmenter="directseg")
+        computed = outputs["input_segmentation"]
+        self.assertIsNotNone(computed)
+        self.assertIn("DirectSeg segmentation", computed.GetName())
+        segmentation = computed.GetSegmentation()
+        names = {segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())}
+        self.assertTrue(set(RECONSTRUCTION_SEGMENTS) <= names, f"DirectSeg: segments {sorted(names)}")
+        self.assertEqual(mrml.volume_from_node(computed)[0].shape, case.sax.shape)  # on the image's grid
+        self.assertEqual(outputs["table"].GetNumberOfRows(), case.n_slices)
+        self.assertIsNotNone(outputs["corrected_image"])
+
+        run = logic.startBackgroundRun(None, method=DEFAULT_METHOD, imageNode=imageNode, device="cpu",
+                                       segmenter="directseg")
+        status = logic.waitForBackgroundRun(run, 300)
+        self.assertEqual(status, 0, "\n".join(run.worker.log))
+        background = logic.finishBackgroundRun(run)
+        self.assertIs(background["input_segmentation"], computed)  # the same node, updated
+        self.assertEqual(background["table"].GetNumberOfRows(), case.n_slices)
+        self.assertFalse(os.path.exists(run.folder))
+        self.delayDisplay("Image alone passed")

@@ -144,7 +144,7 @@ def test_image_checks_refuse_2d_and_label_like_images():
     from CardiacReconstructionLib.methods.deeprecon import _check_image
 
     geo = make_ijk_to_ras((1.5, 1.5, 10.0))
-    with pytest.raises(InputError, match="1 slice"):
+    with pytest.raises(InputError, match="single 2D slice"):
         _check_image(Volume(np.random.default_rng(0).random((1, 20, 20)).astype(np.float32), geo))
     with pytest.raises(InputError, match="label map"):
         _check_image(Volume(np.random.default_rng(0).integers(0, 4, (3, 20, 20)).astype(np.uint8), geo))

@@ -32,7 +32,8 @@ def assert_card_complete(text: str) -> None:
     use = section(text, "## Intended use")
     assert "research" in use.lower() and "not for diagnosis" in use and "clinical decision" in use
     terms = section(text, "## Licence and data terms")
-    assert "Apache-2.0" in terms and "Rodero" in terms and "2021" in terms
+    assert "Apache-2.0" in terms
+    assert ("Rodero" in terms and "2021" in terms) or "ACDC" in terms, "no training data named"
     if "ACDC" in text:
         assert "Bernard" in terms and "research use only" in terms and "2018" in terms
     assert section(text, "## Selection of these weights").strip()
@@ -48,8 +49,9 @@ def assert_card_complete(text: str) -> None:
         assert machine_path not in text, f"machine path {machine_path} in the card"
 
 
-def test_there_are_six_shipped_cards():
-    assert {p.stem for p in CARDS} == {"asv", "dsl", "lo_vae", "m2s_ldm", "m2s_vqvae", "mcsr"}
+def test_every_shipped_network_has_its_card():
+    assert {p.stem for p in CARDS} == {"asv", "dsl", "lo_vae", "m2s_ldm", "m2s_vqvae", "mcsr", "deeprecon_g",
+                                       "deeprecon_d", "deeprecon_e", "deeprecon_seg", "deeprecon_directseg"}
 
 
 @pytest.mark.parametrize("card", CARDS, ids=lambda p: p.stem)

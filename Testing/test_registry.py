@@ -49,7 +49,7 @@ def test_a_method_whose_packages_are_missing_is_unavailable_and_refused(fresh_ca
     real = methods._installed
     monkeypatch.setattr(methods, "_installed", lambda package: package != "monai" and real(package))
     reasons = dict(methods.unavailable())
-    assert set(reasons) == {"dsl_asv", "mask2surface"}  # their networks are built from MONAI blocks
+    assert set(reasons) == {"dsl_asv", "mask2surface", "deeprecon"}  # their networks are built from MONAI blocks
     assert all("needs monai" in r for r in reasons.values())
     with pytest.raises(InputError, match="unavailable: needs monai"):
         methods.get("mask2surface")

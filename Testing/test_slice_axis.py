@@ -58,16 +58,21 @@ def test_every_method_gives_the_same_result_whatever_the_slice_axis(phantom_stac
     from CardiacReconstructionLib import methods
     from CardiacReconstructionLib.cli import main
     from CardiacReconstructionLib.core import io
+    from CardiacReconstructionLib.simulation.mr_render import render_cine
 
     order = axes.order_with_slices_last(axis)
     io.write_segmentation(phantom_stack, tmp_path / "k.seg.nrrd")
     io.write_segmentation(axes.restore_axes(phantom_stack, order), tmp_path / "other.seg.nrrd")
+    image = render_cine(phantom_stack)  # for the image-domain methods, in the same two layouts
+    io.write_volume(image, tmp_path / "k.nii.gz")
+    io.write_volume(axes.restore_axes(image, order), tmp_path / "other.nii.gz")
     for method in methods.available():
         outputs = {}
         for name in ("k.seg.nrrd", "other.seg.nrrd"):
             out = tmp_path / f"{method.name}-{name}"
+            with_image = ["--image", str(tmp_path / name.replace(".seg.nrrd", ".nii.gz"))] if method.needs_image else []
             assert main(["run", "--input", str(tmp_path / name), "--method", method.name, "--no-surfaces",
-                         "--device", "cpu", "--output", str(out), *_method_args(method)]) == 0
+                         "--device", "cpu", "--output", str(out), *with_image, *_method_args(method)]) == 0
             outputs[name] = (io.read_volume(out / "labels.seg.nrrd"), (out / "displacements.csv").read_text())
         (ref, ref_d), (got, got_d) = outputs["k.seg.nrrd"], outputs["other.seg.nrrd"]
         back = axes.permute(got, order)  # the other file's layout, moved to k like the reference

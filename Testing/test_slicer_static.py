@@ -39,8 +39,9 @@ VTK_BASE_METHODS = {"IsA", "GetClassName", "AddObserver", "RemoveObserver", "Mod
 CLASS_NAMESPACES = {"qt", "ctk", "vtk", "slicer", "packaging", "PyTorchUtils"}
 #: Keyword arguments that Slicer 5.8 accepts where the API list shows a newer, longer signature.
 SLICER_5_8_KEYWORDS = {"launchConsoleProcess": {"useStartupEnvironment", "updateEnvironment", "cwd"}}
-#: Parameter-node fields bound by hand (filled at run time) instead of through the .ui file.
-HAND_BOUND_FIELDS = {"method", "methodOptions"}
+#: Parameter-node fields bound by hand (filled at run time, or a widget built in setup()) instead of
+#: through the .ui file.
+HAND_BOUND_FIELDS = {"method", "methodOptions", "segmenter"}
 QT_LAYOUTS = {"QVBoxLayout", "QHBoxLayout", "QFormLayout", "QGridLayout"}
 
 
@@ -226,7 +227,7 @@ def test_ui_parameter_bindings_match_the_parameter_node(tree, ui):
     fields = {n.target.id: n.annotation for n in _class(tree, "CardiacReconstructionParameterNode").body
               if isinstance(n, ast.AnnAssign)}
     assert set(fields) == {"saxSegmentation", "lax2ch", "lax3ch", "lax4ch", "saxImage", "convention", "method",
-                           "methodOptions", "sliceSpacing", "device", "outputSegmentation"}
+                           "methodOptions", "sliceSpacing", "device", "outputSegmentation", "segmenter"}
     bound = {}
     for w in ui.iter("widget"):
         for prop in w.findall("property"):
@@ -431,6 +432,11 @@ def test_acknowledgement_cites_the_papers_and_data(tree):
 def test_module_constants_match_the_engine(tree):
     assert tuple(module_constant(tree, "CONVENTIONS")) == tuple(labels.CONVENTION_NAMES)
     assert tuple(module_constant(tree, "DEVICES")) == tuple(device.DEVICE_CHOICES)
+    from CardiacReconstructionLib import worker
+    from CardiacReconstructionLib.methods import deeprecon
+
+    assert tuple(module_constant(tree, "SEGMENTERS")) == tuple(worker.SEGMENTERS) == tuple(deeprecon.SEGMENTERS)
+    assert set(module_constant(tree, "SEGMENTER_TITLES")) == set(deeprecon.SEGMENTERS)
     methods.get(module_constant(tree, "DEFAULT_METHOD"))
     from CardiacReconstructionLib.core.labels import STRUCTURES
 
@@ -442,10 +448,10 @@ def test_logic_process_signature(tree):
     args = process.args
     names = [a.arg for a in args.args]
     assert names == ["self", "saxNode", "outputSegmentation", "method", "lax2ch", "lax3ch", "lax4ch", "imageNode",
-                     "convention", "device", "sliceSpacing", "progress", "cancel"]
+                     "convention", "device", "sliceSpacing", "progress", "cancel", "segmenter"]
     defaults = dict(zip(names[-len(args.defaults):], (ast.unparse(d) for d in args.defaults)))
     assert defaults["outputSegmentation"] == "None" and defaults["convention"] == "'auto'"
-    assert defaults["device"] == "'auto'" and defaults["sliceSpacing"] == "None"
+    assert defaults["device"] == "'auto'" and defaults["sliceSpacing"] == "None" and defaults["segmenter"] == "None"
     assert args.kwarg is not None and args.kwarg.arg == "options"
     doc = ast.get_docstring(process)
     for word in ("Parameters", "Returns", "segmentation", "summary", "InputError"):

@@ -25,10 +25,25 @@ examples:
   cardiac-recon run --input sax.seg.nrrd --method centroid_shape_interp --output out/
   cardiac-recon run --input sax.nii.gz --convention acdc --lax 4ch=lax4.nii.gz \\
       --method centroid_shape_interp --slice-spacing 1.5 --output out/
+  cardiac-recon run --image cine.nii.gz --method deeprecon --output out/
+  cardiac-recon run --image cine.nii.gz --segment deeprecon --method latent_optimisation --output out/
 
-The SAX segmentation's slice axis must be the file's third (k) axis. Labels are mapped to
+The SAX stack's slice axis is the file axis with the clearly largest spacing (--slice-axis when the
+spacings do not tell); results are written in the file's own axis order. Labels are mapped to
 1 LV blood pool, 2 LV myocardium, 3 RV blood pool (+ 4 LA, 5 RA, 6 aorta, 7 pulmonary artery):
 .seg.nrrd segments by name, other files by --convention (auto explains what it chose).
+An image given without --input is segmented first (--segment: directseg, the default, or
+deeprecon); that segmentation is written as segmentation_input.seg.nrrd.
+"""
+
+EPILOG_ADAPT = """\
+example:
+  cardiac-recon adapt-motion --source subjectA_ed.nii.gz --target subjectB_ed.nii.gz \\
+      --target subjectB_es.nii.gz --between 3 --output adapted/
+
+Writes adapted_image.nii.gz and adapted_labels.nii.gz (4D: one frame per phase along the 4th
+axis, on the generator's heart-centred crop grid), volumes.csv (phase, lv_ml), volume_curve.png and
+run.json (EDV, ESV, EF). Segmentations not given are DirectSeg's (they only centre the crops).
 """
 
 DESCRIPTION = """\
@@ -103,13 +118,17 @@ def _write_record(folder: Path, info: Dict) -> None:
 
 
 def _write_result(result, folder: Path, prefix: str = "", axis_order=(0, 1, 2)) -> None:
-    """Labels in the input file's axis order (``axis_order``: the case's), displacements,
-    surfaces (physical, so no axis order)."""
+    """Labels and the synthetic image of a method that makes one (``Result.image``, on the labels'
+    grid) in the input file's axis order (``axis_order``: the case's), displacements, surfaces
+    (physical, so no axis order)."""
     from .core.axes import restore_axes
-    from .core.io import write_displacements, write_segmentation
+    from .core.io import write_displacements, write_segmentation, write_volume
     from .core.surfaces import write_surface
+    from .worker import RESULT_IMAGE
 
     write_segmentation(restore_axes(result.labels, axis_order), folder / f"{prefix}labels.seg.nrrd")
+    if result.image is not None:
+        write_volume(restore_axes(result.image, axis_order), folder / f"{prefix}{RESULT_IMAGE}")
     write_displacements(result.displacements, folder / f"{prefix}displacements.csv", estimated=result.estimated)
     for key, polydata in result.surfaces.items():
         write_surface(polydata, folder / f"{prefix}surface_{key}.vtp")
@@ -120,7 +139,8 @@ def cmd_demo(args) -> int:
     from .evaluation.bench import run_methods
     from .simulation.cases import make_case
     from .evaluation.figures import orthogonal_views
-    from .core.io import staged_folder, write_displacements, write_segmentation
+    from .core.io import staged_folder, write_displacements, write_segmentation, write_volume
+    from .simulation.mr_render import render_cine
     from .simulation.phantom import make_phantom
 
     names = [m.name for m in methods.available()] if args.methods == "all" else args.methods.split(",")
@@ -131,10 +151,12 @@ def cmd_demo(args) -> int:
     phantom = make_phantom(seed=args.seed)
     case = make_case(phantom.truth, args.preset, seed=args.seed, slice_spacing=10.0, lax_views=("4ch",),
                      landmarks=phantom.landmarks)
+    case.image = render_cine(case.sax, seed=args.seed)  # a synthetic cine for the image-domain methods
     hr_spacing = float(phantom.truth.spacing[2])
     rows = []
     with staged_folder(args.output, replace) as out:
         write_segmentation(case.sax, out / "input_sax.seg.nrrd")
+        write_volume(case.image, out / "input_image.nii.gz")
         for view in case.lax:
             write_segmentation(view.labels, out / f"input_lax_{view.view}.seg.nrrd")
         write_segmentation(case.truth, out / "truth.seg.nrrd")
@@ -160,26 +182,131 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _check_requirements(module) -> None:
+    """InputError (one line) when the packages a learned step needs (``module.REQUIRES``) are missing."""
+    missing = [name for name in module.REQUIRES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InputError(f"Segmenting or adapting images needs {', '.join(missing)}, which is not installed "
+                         "(pip install torch monai; in Slicer, the PyTorch extension provides torch).")
+
+
+def _read_image_stack(path, slice_axis: Optional[str] = None):
+    """An image given without its segmentation, read like every input (header checks, the slice
+    axis found from the spacings or ``slice_axis``, made k) and refused in one line when it cannot
+    be a cine SAX stack (:func:`.core.case.check_image_stack`). Returns ``(image, axis order, note)``;
+    ``note`` says where the slices ran when not along k (else None)."""
+    from .core.axes import AXIS_NAMES, with_slices_as_k
+    from .core.io import read_volume
+    from .core.case import check_image_stack
+
+    name = Path(path).name
+    volume = read_volume(path)
+    check_image_stack(volume, f"The image {name}")
+    image, order = with_slices_as_k(volume, name, slice_axis)
+    note = None if order[2] == 2 else (f"image: the slices run along the file's {AXIS_NAMES[order[2]]} axis "
+                                       f"({image.spacing[2]:.3g} mm apart); results are written in the file's "
+                                       "axis order")
+    return image.with_array(image.array.astype(np.float32, copy=False)), order, note
+
+
+def _precheck_run(method, geometry, args) -> None:
+    """What ``methods.run`` refuses before it starts (unknown or bad option values, the output
+    grid, the memory guard), checked on the image's grid before an image given alone is
+    segmented, so that such a refusal costs no segmentation."""
+    from .core.api import check_memory, output_geometry
+
+    options = _parse_options(args.option)
+    known = {o.name: o for o in method.options}
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise InputError(f"Method {method.name!r} has no option(s) {unknown}; its options are "
+                         f"{sorted(known) or 'none'}.")
+    for name, value in options.items():
+        known[name].coerce(value)
+    grid = output_geometry(geometry, args.slice_spacing, args.factor)
+    check_memory(method, grid, _run_keywords(args).get("max_memory_mib"))
+
+
+def _segmented_case(args, method, update, cancel):
+    """The case of an image given alone: the image segmented by ``args.segment`` (canonical
+    labels on its grid), its long-axis views; and the messages for the user."""
+    from .core.case import Case
+    from .core.device import resolve_device
+    from .core.io import file_stem, read_lax
+    from .methods import DEFAULT_THREADS, deeprecon, torch_threads
+
+    image, order, note = _read_image_stack(args.image, args.slice_axis)
+    _precheck_run(method, image.geometry, args)
+    messages = [note] if note else []
+    views = []
+    for view, path in _parse_lax(args.lax):
+        lax_view, msg = read_lax(path, view, args.convention)
+        views.append(lax_view)
+        messages.append(msg)
+    _check_requirements(deeprecon)
+    device = resolve_device(args.device)
+    threads = DEFAULT_THREADS if args.threads is None else args.threads
+
+    def segmenting(fraction: float, message: str = "") -> None:
+        if cancel is not None and cancel():
+            raise Cancelled("Cancelled by the user.")
+        update(SEGMENT_SHARE * fraction, f"segmenting the image ({args.segment})")
+
+    segmenting(0.0)
+    with torch_threads(threads, device):
+        labels = deeprecon.segment_image(image, args.segment, device=device, steps=args.segment_steps,
+                                         progress=segmenting)
+    segmenting(1.0)
+    messages.append(f"SAX: segmented from the image by {args.segment}")
+    case = Case(sax=labels, lax=views, image=image, name=file_stem(args.image), info={"axis_order": list(order)})
+    return case, messages
+
+
+#: Share of the progress bar for segmenting an image given alone; the method has the rest.
+SEGMENT_SHARE = 0.3
+#: Inversion steps per slice of the DeepRecon segmenter and of motion adaptation
+#: (``methods.deeprecon.DEFAULT_STEPS``; a test keeps the two equal).
+SEGMENT_STEPS = 80
+
+
 def cmd_run(args) -> int:
     from . import methods
-    from .core.io import read_case, staged_folder, write_volume
+    from .core.axes import restore_axes
+    from .core.io import read_case, staged_folder, write_segmentation, write_volume
     from .core.stack import corrected_image
-    from .worker import cancel_file_checker, progress_printer
+    from .worker import RESULT_INPUT_SEGMENTATION, cancel_file_checker, progress_printer
 
+    if args.input is None and args.image is None:
+        raise InputError("Give the SAX segmentation (--input) or the cine SAX image (--image), which is then "
+                         "segmented first (--segment).")
+    if args.input is not None and args.segment is not None:
+        raise InputError("--segment segments an image given without its segmentation; with --input the given "
+                         "segmentation is used: drop one of them.")
     method = methods.get(args.method)
     replace = _checked_output(args)
-    case, messages = read_case(args.input, _parse_lax(args.lax), args.image, args.convention,
-                               slice_axis=args.slice_axis)
-    for m in messages:
-        print(m, file=sys.stderr)
     cancel = cancel_file_checker(args.cancel_file)
     if args.progress_format == "lines":  # for a calling process (the Slicer module) to parse
         bar, update = None, progress_printer(sys.stderr)
     else:
         bar, update = _progress_bar(method.title)
     try:
+        t0 = time.perf_counter()
+        if args.input is None:
+            args.segment = args.segment or "directseg"
+            case, messages = _segmented_case(args, method, update, cancel)
+            segmentation = {"source": args.segment, "steps": args.segment_steps} if args.segment == "deeprecon" \
+                else {"source": args.segment}
+            run_progress = lambda f, m="": update(SEGMENT_SHARE + (1 - SEGMENT_SHARE) * f, m)  # noqa: E731
+        else:
+            case, messages = read_case(args.input, _parse_lax(args.lax), args.image, args.convention,
+                                       slice_axis=args.slice_axis)
+            segmentation = {"source": "file", "path": str(args.input)}
+            run_progress = update
+        segmentation_s = time.perf_counter() - t0
+        for m in messages:
+            print(m, file=sys.stderr)
         result = methods.run(method.name, case, slice_spacing=args.slice_spacing, factor=args.factor,
-                             device=args.device, seed=args.seed, progress=update, cancel=cancel,
+                             device=args.device, seed=args.seed, progress=run_progress, cancel=cancel,
                              surfaces=not args.no_surfaces, **_run_keywords(args), **_parse_options(args.option))
     finally:
         if bar is not None:
@@ -187,13 +314,21 @@ def cmd_run(args) -> int:
     if cancel is not None and cancel():
         raise Cancelled("Cancelled by the user.")
     axis_order = tuple(case.info["axis_order"])
+    timings = dict(result.timings)
+    if args.input is None:
+        timings["segmentation_s"] = segmentation_s
     with staged_folder(args.output, replace) as out:
         _write_result(result, out, axis_order=axis_order)
+        if args.input is None:  # the segmentation the method ran on, for the user to check
+            write_segmentation(restore_axes(case.sax, axis_order), out / RESULT_INPUT_SEGMENTATION)
         if case.image is not None:
             corrected = corrected_image(case.image, result.displacements, axis_order, 0 if case.image.is_label else 1)
             write_volume(corrected, out / "corrected_image.nii.gz")
-        _write_record(out, {"command": "run", "method": method.name, "input": str(args.input), "messages": messages,
-                            "timings": result.timings, "output_shape_kji": list(result.labels.shape),
+        _write_record(out, {"command": "run", "method": method.name,
+                            "input": None if args.input is None else str(args.input),
+                            "image": None if args.image is None else str(args.image),
+                            "segmentation": segmentation, "messages": messages,
+                            "timings": timings, "output_shape_kji": list(result.labels.shape),
                             "output_spacing_ijk": result.labels.spacing.tolist(),
                             "weights_sha256": _user_weights(result.diagnostics.get("options", {})),
                             "displacements_mm": _jsonable(result.displacements),
@@ -215,6 +350,133 @@ def _jsonable(obj):
     if isinstance(obj, (np.integer, int, bool, str)) or obj is None:
         return obj.item() if isinstance(obj, np.generic) else obj
     return str(obj)
+
+
+def crop_frame_geometry(source, centres_ji, size: int, pixel_mm: float, slice_mm: float):
+    """The grid of DeepRecon's generator crops of ``source`` (an image stack with its slices along
+    k), as a :class:`.core.geometry.Geometry`: ``size`` x ``size`` pixels of ``pixel_mm``, one slice
+    per source slice ``slice_mm`` apart, rows and columns along the source's j and i axes.
+
+    It is the *heart-centred crop frame*: every slice's crop was cut around that slice's own heart
+    centre (``centres_ji``, continuous (j, i) indices), so one rigid grid can only place the crops
+    approximately: it is centred in-plane on the mean of those centres, and overlays the source
+    image to within the spread of the per-slice centres (the breath-hold shifts), not voxel by voxel."""
+    from .core.geometry import Geometry
+
+    centre_ji = np.nanmean(np.asarray(centres_ji, float), axis=0)
+    direction = source.geometry.direction
+    matrix = np.eye(4)
+    matrix[:3, 0] = direction[:, 0] * pixel_mm
+    matrix[:3, 1] = direction[:, 1] * pixel_mm
+    matrix[:3, 2] = direction[:, 2] * slice_mm
+    centre = source.geometry.index_to_ras([centre_ji[1], centre_ji[0], 0.0])
+    matrix[:3, 3] = centre - (size - 1) / 2.0 * pixel_mm * (direction[:, 0] + direction[:, 1])
+    return Geometry((source.shape[0], size, size), matrix)
+
+
+def _write_sequence(frames, geometry, path) -> Path:
+    """A 4D NIfTI: the 3D ``frames`` (arrays on ``geometry``) along the 4th axis (1 per phase)."""
+    import SimpleITK as sitk
+
+    from .core.geometry import Volume, to_sitk
+    from .core.io import atomic_path
+
+    sequence = sitk.JoinSeries([to_sitk(Volume.on(geometry, frame)) for frame in frames])
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(sequence, tmp, True)
+    return Path(path)
+
+
+def _read_image_with_labels(image_path, seg_path, convention: str, slice_axis: Optional[str]):
+    """An image stack (slices along k, see :func:`_read_image_stack`), its segmentation when
+    ``seg_path`` is given (canonical labels on the image's grid, in the same axis order; else
+    None) and the note of :func:`_read_image_stack`."""
+    from .core.axes import permute
+    from .core.io import check_shared_grid, read_segmentation
+
+    image, order, note = _read_image_stack(image_path, slice_axis)
+    if seg_path is None:
+        return image, None, note
+    labels = permute(read_segmentation(seg_path, convention)[0], order)
+    if labels.shape != image.shape:
+        raise InputError(f"The segmentation {Path(seg_path).name} and the image {Path(image_path).name} must share "
+                         f"one grid; their sizes differ ({labels.shape} and {image.shape} voxels, k, j, i).")
+    check_shared_grid(labels, image, image_path)
+    return image, labels, note
+
+
+def cmd_adapt_motion(args) -> int:
+    from .core.crops import label_centres
+    from .core.device import resolve_device
+    from .core.io import atomic_path, staged_folder
+    from .evaluation.figures import volume_curve
+    from .methods import DEFAULT_THREADS, torch_threads
+    from .methods import deeprecon, motion_adaptation
+
+    if len(args.target) < 2:
+        raise InputError(f"--target is needed at least twice (the target's ED frame first, then its other frames), "
+                         f"got {len(args.target)}.")
+    if args.target_seg and len(args.target_seg) != len(args.target):
+        raise InputError(f"Give one --target-seg per --target ({len(args.target)}), or none; got "
+                         f"{len(args.target_seg)}.")
+    if args.between < 0:
+        raise InputError(f"--between must be 0 or more, got {args.between}.")
+    if args.steps < 0:
+        raise InputError(f"--steps must be 0 or more, got {args.steps}.")
+    replace = _checked_output(args)
+    source, source_labels, note = _read_image_with_labels(args.source, args.source_seg, args.convention,
+                                                          args.slice_axis)
+    notes = [note] if note else []
+    targets, target_labels = [], []
+    for n, path in enumerate(args.target):
+        seg = args.target_seg[n] if args.target_seg else None
+        frame, labels, note = _read_image_with_labels(path, seg, args.convention, args.slice_axis)
+        targets.append(frame)
+        target_labels.append(labels)
+        notes += [note] if note else []
+    for m in notes:
+        print(m, file=sys.stderr)
+    _check_requirements(deeprecon)
+    device = resolve_device(args.device)
+    bar, update = _progress_bar("adapt-motion")
+    t0 = time.perf_counter()
+    try:
+        with torch_threads(DEFAULT_THREADS if args.threads is None else args.threads, device):
+            if source_labels is None:  # computed here: its centres place the crop frame
+                source_labels = deeprecon.directseg(source, device)
+            adapted = motion_adaptation.adapt_motion(
+                source, targets, device=device, steps=args.steps, between=args.between, source_labels=source_labels,
+                target_labels=target_labels if args.target_seg else None, progress=update)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    size = int(adapted.images[0].shape[-1])
+    frame = crop_frame_geometry(source, label_centres(source_labels.array), size, adapted.pixel_mm, adapted.slice_mm)
+    lo, hi = np.percentile(np.asarray(source.array, np.float32), [0.5, 99.5])  # the source's intensity window
+    images = [(lo + (np.clip(img, -1, 1) + 1) / 2 * (hi - lo)).astype(np.float32) for img in adapted.images]
+    title = (f"LV blood pool: EDV {adapted.edv:.1f} ml, ESV {adapted.esv:.1f} ml, EF {100 * adapted.ef:.1f}%")
+    with staged_folder(args.output, replace) as out:
+        _write_sequence(images, frame, out / "adapted_image.nii.gz")
+        _write_sequence([lab.astype(np.uint8) for lab in adapted.labels], frame, out / "adapted_labels.nii.gz")
+        with atomic_path(out / "volumes.csv") as tmp:
+            Path(tmp).write_text("phase,lv_ml\n" + "".join(f"{ph:.4g},{v:.3f}\n"
+                                                           for ph, v in zip(adapted.phases, adapted.lv_ml)))
+        volume_curve(adapted.phases, adapted.lv_ml, out / "volume_curve.png", title=title)
+        _write_record(out, {"command": "adapt-motion", "source": str(args.source),
+                            "source_segmentation": args.source_seg or "directseg",
+                            "targets": [str(t) for t in args.target],
+                            "target_segmentations": list(args.target_seg or []) or "directseg",
+                            "between": args.between, "steps": args.steps, "device": device,
+                            "edv_ml": _jsonable(adapted.edv), "esv_ml": _jsonable(adapted.esv),
+                            "ef": _jsonable(adapted.ef), "phases": _jsonable(adapted.phases),
+                            "lv_ml": _jsonable(adapted.lv_ml),
+                            "crop_frame": {"size_px": size, "pixel_mm": adapted.pixel_mm,
+                                           "slice_mm": adapted.slice_mm, "ijk_to_ras": frame.ijk_to_ras.tolist(),
+                                           "note": "heart-centred crop frame: each slice's crop is centred on "
+                                                   "its own heart centre; the grid is centred on their mean"},
+                            "messages": notes, "info": _jsonable(adapted.info), "time_s": seconds})
+    print(f"{len(adapted.phases)} phases; {title}; wrote {args.output}/")
+    return 0
 
 
 def cmd_check(args) -> int:
@@ -384,6 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .simulation.degrade import PRESETS
     from .core.device import DEVICE_CHOICES
     from .core.labels import CONVENTION_NAMES
+    from .worker import SEGMENTERS
 
     fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(prog="cardiac-recon", description=DESCRIPTION, formatter_class=fmt,
@@ -404,12 +667,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overwrite(d)
     d.set_defaults(func=cmd_demo)
 
-    r = sub.add_parser("run", help="reconstruct one SAX segmentation", epilog=EPILOG_RUN, formatter_class=fmt,
-                       description="Motion-correct and super-resolve one SAX segmentation stack.")
-    r.add_argument("--input", required=True, help="SAX segmentation (.seg.nrrd, .nii[.gz], .nrrd, .mha)")
+    r = sub.add_parser("run", help="reconstruct one SAX segmentation (or cine SAX image)", epilog=EPILOG_RUN,
+                       formatter_class=fmt, description="Motion-correct and super-resolve one SAX segmentation "
+                       "stack, or a cine SAX image stack, which is segmented first.")
+    r.add_argument("--input", help="SAX segmentation (.seg.nrrd, .nii[.gz], .nrrd, .mha); without it --image is "
+                   "segmented first (--segment)")
     r.add_argument("--lax", action="append", metavar="[VIEW=]FILE",
                    help="long-axis segmentation; VIEW is 2ch, 3ch or 4ch (else read from the file name); repeatable")
-    r.add_argument("--image", help="SAX image on the same grid; written back motion-corrected")
+    r.add_argument("--image", help="cine SAX image: on the segmentation's grid with --input, or alone (then "
+                   "segmented first); written back motion-corrected; image-domain methods (deeprecon) need it")
+    r.add_argument("--segment", choices=list(SEGMENTERS), default=None,
+                   help="how an image given without --input is segmented before the method runs: 'directseg' "
+                   "(default; a U-Net on every slice, fast) or 'deeprecon' (the DeepRecon segmenter on the inverted "
+                   "generator's images); written as segmentation_input.seg.nrrd")
+    r.add_argument("--segment-steps", type=int, default=SEGMENT_STEPS, metavar="N",
+                   help="inversion steps per slice of --segment deeprecon (default: %(default)s)")
     r.add_argument("--method", required=True, help="method name (see 'cardiac-recon methods')")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--slice-spacing", type=float, help="output slice spacing in mm (default: 2 mm)")
@@ -437,6 +709,30 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output", required=True, help="output folder")
     _add_overwrite(r)
     r.set_defaults(func=cmd_run)
+
+    a = sub.add_parser("adapt-motion", help="give one subject's end-diastolic images another subject's cardiac "
+                       "motion (DeepRecon)", epilog=EPILOG_ADAPT, formatter_class=fmt,
+                       description="DeepRecon's 4D motion adaptation: the target's motion, as latent frame "
+                       "differences of DeepRecon's generator, is added to the source's end-diastolic codes; every "
+                       "phase is painted and segmented, and the LV blood-pool volume curve gives EDV, ESV and EF.")
+    a.add_argument("--source", required=True, metavar="IMAGE", help="the source subject's end-diastolic SAX image")
+    a.add_argument("--target", action="append", required=True, metavar="IMAGE",
+                   help="a frame of the target subject's SAX cine, ED first; give it at least twice (ED, ES, ...)")
+    a.add_argument("--source-seg", metavar="FILE", help="the source's segmentation (default: DirectSeg's)")
+    a.add_argument("--target-seg", action="append", metavar="FILE",
+                   help="a target frame's segmentation, one per --target in the same order (default: DirectSeg's)")
+    a.add_argument("--between", type=int, default=3, metavar="N",
+                   help="phases interpolated between given frames (default: %(default)s)")
+    a.add_argument("--steps", type=int, default=SEGMENT_STEPS, metavar="N",
+                   help="inversion steps per slice (default: %(default)s)")
+    a.add_argument("--convention", default="auto", choices=list(CONVENTION_NAMES),
+                   help="label convention of the segmentations (default: auto)")
+    a.add_argument("--slice-axis", choices=("i", "j", "k"), help="as for 'run'")
+    a.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES), help="torch device (default: auto)")
+    a.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: 1)")
+    a.add_argument("--output", required=True, help="output folder")
+    _add_overwrite(a)
+    a.set_defaults(func=cmd_adapt_motion)
 
     c = sub.add_parser("check", help="read a case's files and say what was understood; runs no method",
                        formatter_class=fmt,

@@ -18,6 +18,10 @@ Conventions
   and colour nodes Slicer adds for them) are removed before a function returns, also on errors.
 * Output nodes are found again by name and a role attribute, so running a reconstruction twice
   updates its models, table and corrected image instead of piling up copies.
+* An image may come without its segmentation (:func:`image_stack_from_node`): the caller
+  segments it (``methods.deeprecon.segment_image``, in the worker or in process) and
+  :func:`result_to_nodes` adds that segmentation to the scene with the result, and the synthetic
+  image of a method that makes one (``Result.image``).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import numpy as np
 import slicer
 import vtk
 
-from .core.axes import IDENTITY, permute, working_stack
+from .core.axes import AXIS_NAMES, IDENTITY, permute, with_slices_as_k, working_stack
 from .core.case import Case, LaxView
 from .core.errors import InputError
 from .core.geometry import Volume
@@ -40,6 +44,8 @@ from .core.stack import corrected_image
 
 #: Node attribute that marks the nodes this module creates, with their role as value.
 ROLE_ATTRIBUTE = "CardiacReconstruction.Role"
+#: How the scene names the segmenters of an image given alone and the methods that paint an image.
+TITLES = {"directseg": "DirectSeg", "deeprecon": "DeepRecon"}
 
 _STRUCTURE_BY_KEY = {s.key: s for s in STRUCTURES.values()}
 _BINARY_LABELMAP = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
@@ -306,6 +312,19 @@ def image_from_node(volume_node) -> Volume:
     return _world_volume(volume_node, _volume_array(volume_node).astype(np.float32))
 
 
+def lax_views_from_nodes(lax_nodes: Optional[Dict[str, object]], convention: str = "auto"):
+    """The long-axis views (``{'2ch'|'3ch'|'4ch': node or None}``) as :class:`.core.case.LaxView`
+    objects, and their label-mapping messages."""
+    views, messages = [], []
+    for view, node in (lax_nodes or {}).items():
+        if node is None:
+            continue
+        volume, msg = volume_from_node(node, convention)
+        views.append(LaxView(view, as_single_slice(volume, f"The {view} view {_describe(node)}")))
+        messages.append(f"{view}: {msg}")
+    return views, messages
+
+
 def case_from_nodes(sax_node, lax_nodes: Optional[Dict[str, object]] = None, image_node=None,
                     convention: str = "auto", slice_axis: Optional[str] = None) -> Tuple[Case, List[str]]:
     """A :class:`Case` from nodes; ``lax_nodes`` maps '2ch'/'3ch'/'4ch' to a node or None.
@@ -313,9 +332,13 @@ def case_from_nodes(sax_node, lax_nodes: Optional[Dict[str, object]] = None, ima
     A SAX segmentation node is exported onto the SAX image's grid when an image is given, so
     the two always share one grid; a SAX labelmap must already lie on the image's grid.
     The stack's slice axis becomes k (see :func:`.core.axes.working_stack`).
-    Returns the case and the label-mapping messages for the user."""
+    Returns the case and the label-mapping messages for the user. Without a segmentation, see
+    :func:`image_stack_from_node` (the image is segmented first)."""
+    if sax_node is None:
+        raise InputError("No segmentation was selected; select the SAX segmentation, or the SAX image alone to "
+                         "segment it first.")
     image = image_from_node(image_node) if image_node is not None else None
-    reference = image_node if sax_node is not None and sax_node.IsA("vtkMRMLSegmentationNode") else None
+    reference = image_node if sax_node.IsA("vtkMRMLSegmentationNode") else None
     sax, message = volume_from_node(sax_node, convention, reference)
     if image is not None and not sax.geometry.same_as(image.geometry):
         raise InputError(f"The SAX segmentation {_describe(sax_node)} {sax.shape} and the image "
@@ -324,14 +347,38 @@ def case_from_nodes(sax_node, lax_nodes: Optional[Dict[str, object]] = None, ima
     messages = [f"SAX: {message}"]
     sax, image, order, note = working_stack(sax, image, _describe(sax_node), slice_axis)
     messages += [note] if note else []
-    views = []
-    for view, node in (lax_nodes or {}).items():
-        if node is None:
-            continue
-        volume, msg = volume_from_node(node, convention)
-        views.append(LaxView(view, as_single_slice(volume, f"The {view} view {_describe(node)}")))
-        messages.append(f"{view}: {msg}")
-    return Case(sax=sax, lax=views, image=image, name=sax_node.GetName(), info={"axis_order": list(order)}), messages
+    views, lax_messages = lax_views_from_nodes(lax_nodes, convention)
+    return Case(sax=sax, lax=views, image=image, name=sax_node.GetName(),
+                info={"axis_order": list(order)}), messages + lax_messages
+
+
+def image_stack_from_node(image_node, slice_axis: Optional[str] = None):
+    """The SAX image given without its segmentation, to be segmented first: a float32 Volume in
+    world RAS with the slice axis as k, the axis order that undoes it, and the messages for the
+    user. Refused in one line when it cannot be a cine stack (a single 2D slice, a label map's
+    values: :func:`.core.case.check_image_stack`)."""
+    from .core.case import check_image_stack
+
+    if image_node is None or not image_node.IsA("vtkMRMLScalarVolumeNode"):
+        kind = "nothing" if image_node is None else image_node.GetClassName()
+        raise InputError(f"Select the SAX segmentation or the SAX image (a scalar volume); got {kind}.")
+    raw = _world_volume(image_node)
+    check_image_stack(raw, f"The image {_describe(image_node)}")
+    image, order = with_slices_as_k(raw.with_array(raw.array.astype(np.float32)), _describe(image_node), slice_axis)
+    messages = [] if order[2] == 2 else [f"image: the slices run along the volume's {AXIS_NAMES[order[2]]} axis "
+                                         f"({image.spacing[2]:.3g} mm apart)"]
+    return image, tuple(order), messages
+
+
+def segmented_case(segmentation: Volume, image: Volume, order, name: str, views=(), segmenter: str = "") -> Case:
+    """The case of an image given alone once it is segmented: ``segmentation`` (canonical labels
+    on the grid of ``image``, both with the slices along k as :func:`image_stack_from_node` gave
+    them), with ``order`` to undo that and the segmenter's name in ``info``."""
+    if not segmentation.geometry.same_as(image.geometry, atol=1e-3):
+        raise InputError(f"The segmentation of {name} {segmentation.shape} is not on the image's grid {image.shape}.")
+    labels = segmentation.with_array(segmentation.array.astype(np.uint8))
+    return Case(sax=labels, lax=list(views), image=image, name=name,
+                info={"axis_order": list(order), "segmenter": segmenter})
 
 
 # Engine -> nodes
@@ -514,6 +561,29 @@ def add_corrected_image(image_node, displacements, name: Optional[str] = None, s
     return node
 
 
+def add_image_volume(image: Volume, name: str, role: str = "synthetic image", scene=None):
+    """A scalar volume node (world coordinates) holding an engine image, e.g. the synthetic
+    super-resolved image of DeepRecon (``Result.image``); the node of the same name and role made
+    by an earlier run is reused."""
+    if not isinstance(image, Volume):
+        raise InputError("Only an engine Volume can become an image volume node.")
+    scene = _scene_of(scene)
+    node = _output_node(scene, "vtkMRMLScalarVolumeNode", name, role)
+    _add_volume_node(scene, image.array.astype(np.float32), image.ijk_to_ras, name, node=node)
+    node.SetAndObserveTransformNodeID(None)
+    return node
+
+
+def add_input_segmentation(labels: Volume, name: str, scene=None):
+    """The segmentation an image given alone was segmented into (so the user can check what the
+    reconstruction ran on), as a segmentation node; reuses the one of the same name made earlier."""
+    scene = _scene_of(scene)
+    node = _find_output_node(scene, "vtkMRMLSegmentationNode", name, "input segmentation")
+    node = write_segmentation_node(labels, node, name, scene)
+    node.SetAttribute(ROLE_ATTRIBUTE, "input segmentation")
+    return node
+
+
 def _residuals_of(result, n_slices: int) -> Optional[np.ndarray]:
     """Per-slice residuals a method may report in ``diagnostics['residuals']``."""
     residuals = result.diagnostics.get("residuals")
@@ -524,10 +594,14 @@ def _residuals_of(result, n_slices: int) -> Optional[np.ndarray]:
 
 
 def result_to_nodes(result, case: Case, output_segmentation=None, image_node=None, name: Optional[str] = None,
-                    scene=None) -> Dict[str, object]:
+                    scene=None, input_segmentation: bool = False) -> Dict[str, object]:
     """Show a reconstruction in the scene: the segmentation (closed surfaces in 3D), one model
-    per surface of ``result.surfaces``, the displacement table and, with ``image_node``, the
-    motion-corrected image. Returns {'segmentation', 'models', 'table', 'corrected_image'}."""
+    per surface of ``result.surfaces``, the displacement table, with ``image_node`` the
+    motion-corrected image, the synthetic image of a method that makes one (``result.image``:
+    '<input> DeepRecon image') and, with ``input_segmentation``, the case's segmentation as
+    computed from an image given alone ('<input> DirectSeg segmentation', named after
+    ``case.info['segmenter']``). Returns {'segmentation', 'models', 'table', 'corrected_image',
+    'image', 'input_segmentation'} (None where there is none)."""
     scene = _scene_of(scene, output_segmentation, image_node)
     if name is None:
         name = output_segmentation.GetName() if output_segmentation is not None else \
@@ -538,7 +612,17 @@ def result_to_nodes(result, case: Case, output_segmentation=None, image_node=Non
                                    _residuals_of(result, len(result.displacements)), scene, result.estimated)
     corrected = None if image_node is None else add_corrected_image(
         image_node, result.displacements, scene=scene, axis_order=case.info.get("axis_order", IDENTITY))
-    return {"segmentation": segmentation, "models": models, "table": table, "corrected_image": corrected}
+    painted = None
+    if getattr(result, "image", None) is not None:
+        title = TITLES.get(result.method, result.method or "reconstruction")
+        painted = add_image_volume(result.image, f"{case.name} {title} image", scene=scene)
+    computed = None
+    if input_segmentation:
+        segmenter = str(case.info.get("segmenter", ""))
+        words = (case.name, TITLES.get(segmenter, segmenter), "segmentation")
+        computed = add_input_segmentation(case.sax, " ".join(w for w in words if w), scene)
+    return {"segmentation": segmentation, "models": models, "table": table, "corrected_image": corrected,
+            "image": painted, "input_segmentation": computed}
 
 
 def summary_line(case: Case, result, seconds: float, device: str) -> str:

@@ -14,7 +14,9 @@ here, so it is tested with plain pytest and a real subprocess:
   :func:`worker_command`, :func:`worker_environment`);
 * :class:`WorkerProcess`: a reader thread that turns the process output into a queue, polled
   from the GUI thread; cancellation through a cancel file plus killing the process tree;
-* :func:`read_run_folder`: a finished run folder back into a :class:`.methods.Result`;
+* :func:`read_run_folder`: a finished run folder back into a :class:`.methods.Result` (with the
+  synthetic image of a method that makes one), and :func:`read_input_segmentation`: the
+  segmentation the run computed from an image given alone (``--segment``);
 * :func:`method_options`, :func:`set_method_option`, :func:`option_widget_kind`: per-method
   option values kept as one JSON string (as the Slicer parameter node stores them) and the
   editor that shows each option.
@@ -46,6 +48,14 @@ RESULT_LABELS = "labels.seg.nrrd"
 RESULT_DISPLACEMENTS = "displacements.csv"
 RESULT_INFO = "run.json"
 SURFACE_PATTERN = "surface_*.vtp"
+#: The synthetic super-resolved image of a method that makes one (``Result.image``), on the labels' grid.
+RESULT_IMAGE = "image_sr.nii.gz"
+#: The segmentation of an image given alone, computed before the method ran (``run --segment``).
+RESULT_INPUT_SEGMENTATION = "segmentation_input.seg.nrrd"
+#: The segmenters of an image given alone (``methods.deeprecon.SEGMENTERS``, whose module this
+#: runtime adapter does not import just to list them; a test keeps the two equal); the first is
+#: the default.
+SEGMENTERS = ("directseg", "deeprecon")
 
 
 def format_progress(fraction: float, message: str = "") -> str:
@@ -89,11 +99,13 @@ def cancel_file_checker(path) -> Optional[Any]:
 
 @dataclass
 class RunInputs:
-    """The files a worker reads: SAX labels, long-axis views by view name, optional image."""
+    """The files a worker reads: SAX labels (None: the image is segmented first, with
+    ``segmenter``), long-axis views by view name, optional image."""
 
-    sax: Path
+    sax: Optional[Path]
     lax: Dict[str, Path] = field(default_factory=dict)
     image: Optional[Path] = None
+    segmenter: Optional[str] = None
 
 
 def write_inputs(case, folder) -> RunInputs:
@@ -112,12 +124,33 @@ def write_inputs(case, folder) -> RunInputs:
     return inputs
 
 
+def write_image_inputs(image, folder, lax_views: Sequence = (), segmenter: str = SEGMENTERS[0]) -> RunInputs:
+    """The files of a run on an image alone (no segmentation: the worker segments it with
+    ``segmenter`` first): the image as NRRD and the long-axis views (:class:`.core.case.LaxView`)
+    as ``.seg.nrrd``."""
+    from .core.io import write_segmentation, write_volume
+
+    if segmenter not in SEGMENTERS:
+        raise InputError(f"Unknown segmenter {segmenter!r}; expected one of {', '.join(SEGMENTERS)}.")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    inputs = RunInputs(sax=None, image=write_volume(image, folder / "image.nrrd"), segmenter=segmenter)
+    for view in lax_views:
+        inputs.lax[view.view] = write_segmentation(view.labels, folder / f"lax_{view.view}.seg.nrrd")
+    return inputs
+
+
 def run_arguments(inputs: RunInputs, output, method: str, *, device: str = "auto",
                   slice_spacing: Optional[float] = None, options: Optional[Mapping[str, Any]] = None,
                   seed: int = 0, surfaces: bool = True, cancel_file=None) -> List[str]:
-    """Arguments of ``cardiac-recon`` (after the program name) for one run with progress lines."""
-    args = ["run", "--input", str(inputs.sax), "--method", method, "--device", device, "--seed", str(int(seed)),
-            "--output", str(output), "--progress-format", "lines"]
+    """Arguments of ``cardiac-recon`` (after the program name) for one run with progress lines;
+    without ``inputs.sax`` the image is segmented first (``--segment inputs.segmenter``)."""
+    if inputs.sax is None and inputs.image is None:
+        raise InputError("A run needs the SAX segmentation or the SAX image.")
+    args = ["run"] + (["--input", str(inputs.sax)] if inputs.sax is not None else
+                      ["--segment", inputs.segmenter or SEGMENTERS[0]])
+    args += ["--method", method, "--device", device, "--seed", str(int(seed)), "--output", str(output),
+             "--progress-format", "lines"]
     for view, path in sorted(inputs.lax.items()):
         args += ["--lax", f"{view}={path}"]
     if inputs.image is not None:
@@ -300,8 +333,9 @@ def read_displacements(path) -> Tuple[np.ndarray, Optional[np.ndarray]]:
 def read_run_folder(folder):
     """A finished ``cardiac-recon run`` output folder as a :class:`.methods.Result`: labels,
     displacements (residuals go to ``diagnostics['residuals']``), surfaces by structure key,
+    the synthetic image (``Result.image``, from :data:`RESULT_IMAGE`) where the method made one,
     and the timings, diagnostics and method name from ``run.json``."""
-    from .core.io import read_segmentation
+    from .core.io import read_segmentation, read_volume
     from .methods import Result
     from .core.surfaces import read_surface
 
@@ -316,9 +350,20 @@ def read_run_folder(folder):
     if residuals is not None:
         diagnostics.setdefault("residuals", residuals)
     estimated = info.get("displacement_estimated")
+    image = read_volume(folder / RESULT_IMAGE) if (folder / RESULT_IMAGE).is_file() else None
     return Result(labels=labels, displacements=displacements, surfaces=surfaces,
                   timings=dict(info.get("timings") or {}), diagnostics=diagnostics, method=info.get("method", ""),
-                  estimated=None if estimated is None else np.asarray(estimated, bool))
+                  estimated=None if estimated is None else np.asarray(estimated, bool), image=image)
+
+
+def read_input_segmentation(folder):
+    """The segmentation a finished run computed from an image given alone
+    (:data:`RESULT_INPUT_SEGMENTATION`, canonical labels on the image's grid), or None when the
+    run was given its segmentation."""
+    from .core.io import read_segmentation
+
+    path = Path(folder) / RESULT_INPUT_SEGMENTATION
+    return read_segmentation(path)[0] if path.is_file() else None
 
 
 # Per-method option values kept as one JSON string

@@ -11,11 +11,15 @@
 * ``motion``: motion adaptation on held-out pairs (source = patient p, target = the next
   validation patient): the adapted source's EDV against its own (real labels), its EF against
   the target's and its own; a table and a volume-curve plot.
+* ``terms``: what each term of the hybrid inversion gives (every sixth held-out crop, the default
+  steps): L2 in the heart ROI alone, then adding local NCC, the domain regulariser, the
+  discriminator-feature perceptual term (the shipped objective), and SSIM; Seg's Dice on G(w+*)
+  and PSNR/SSIM against the real crops.
 * ``speed``: median seconds per stack of ``methods.run('deeprecon')`` with its defaults and the
   peak memory (max RSS of a fresh process per stack) on this machine.
 
-Usage: python Testing/benchmarks/deeprecon_bench.py [leave-out] [motion] [speed] [--stacks N]
-       [--output DIR]   (writes DIR/deeprecon_<part>.json and .md, and the plots)
+Usage: python Testing/benchmarks/deeprecon_bench.py [leave-out] [motion] [terms] [speed] [--stacks N]
+       [--output DIR]   (writes DIR/deeprecon_<part>.json and the volume-curve plot)
 The ACDC spacing is ASSUMED (1.5 x 1.5 x 10 mm): figures in mm and ml rest on it.
 """
 
@@ -145,6 +149,41 @@ def motion(keys, output: Path, threads: int = 1):
     return {"rows": rows, "summary": summary}
 
 
+def terms():
+    import torch
+    from dataclasses import replace
+
+    from CardiacReconstructionLib.methods import deeprecon as dr
+    from CardiacReconstructionLib.networks.inversion import InversionWeights, hybrid_invert
+    from CardiacReconstructionLib.training import deeprecon as T
+    from CardiacReconstructionLib.training.deeprecon_data import slice_set
+
+    torch.set_num_threads(1)
+    G, D, E, seg = dr.networks("cpu")
+    val = slice_set("val", G.config.size, G.config.pixel_mm)
+    sel = np.arange(0, len(val.images), 6)
+    x = torch.as_tensor(val.images[sel])[:, None]
+    roi = torch.as_tensor(dr._roi(val.labels[sel], G.config.pixel_mm))[:, None]
+    none = InversionWeights(ncc=0.0, domain=0.0, perceptual=0.0, ssim=0.0)
+    variants = {"L2 in the ROI": none, "+ LNCC": replace(none, ncc=InversionWeights.ncc),
+                "+ LNCC + domain": replace(none, ncc=InversionWeights.ncc, domain=InversionWeights.domain),
+                "+ LNCC + domain + D features (shipped)": InversionWeights(),
+                "+ LNCC + domain + D features + SSIM": replace(InversionWeights(), ssim=0.5)}
+    table = {}
+    for name, w in variants.items():
+        synth = []
+        for s in range(0, len(x), 64):
+            ws = hybrid_invert(G, E, x[s:s + 64], dr.DEFAULT_STEPS, roi[s:s + 64], w, D)
+            with torch.no_grad():
+                synth.append(G(ws, "const")[:, 0].numpy())
+        synth = np.concatenate(synth)
+        scores = T._per_stack_scores(T._segment(seg, synth, "cpu"), val.labels[sel], np.asarray(val.keys)[sel],
+                                     G.config.pixel_mm)
+        table[name] = {"dice_mean": scores["dice_mean"], **T.image_similarity(synth, val.images[sel])}
+        print(name, table[name], flush=True)
+    return table
+
+
 _CHILD = """
 import sys, time, resource, numpy as np, torch
 sys.path.insert(0, {here!r})
@@ -174,7 +213,7 @@ def speed(keys):
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("parts", nargs="*", default=["leave-out", "motion", "speed"])
+    p.add_argument("parts", nargs="*", default=["leave-out", "motion", "terms", "speed"])
     p.add_argument("--stacks", type=int, default=0, help="at most this many validation stacks (0: all 34)")
     p.add_argument("--output", default="deeprecon-bench")
     args = p.parse_args()
@@ -189,6 +228,8 @@ def main() -> int:
             result = leave_out(keys)
         elif part == "motion":
             result = motion(keys, out)
+        elif part == "terms":
+            result = terms()
         elif part == "speed":
             result = speed(keys[:min(len(keys), 8)])
         else:

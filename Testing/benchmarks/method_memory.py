@@ -16,6 +16,7 @@ import numpy as np
 from CardiacReconstructionLib import methods
 from CardiacReconstructionLib.evaluation.bench import PeakMemory
 from CardiacReconstructionLib.simulation.cases import make_case
+from CardiacReconstructionLib.simulation.mr_render import render_cine
 from CardiacReconstructionLib.simulation.phantom import make_phantom
 
 
@@ -24,6 +25,7 @@ def main(argv=None) -> int:
     p.add_argument("--output", default="method_memory.json")
     args = p.parse_args(argv)
     case = make_case(make_phantom(0).truth, "normal", seed=0)
+    case.image = render_cine(case.sax)  # for the image-domain methods (deeprecon)
     out = {}
     for m in methods.available():
         rows = []

@@ -119,6 +119,9 @@ class Method:
     #: adds :data:`MEMORY_MARGIN` on top.
     memory: Tuple[float, float] = (64.0, 64.0)
     estimates_displacements: bool = False
+    #: The method reconstructs from the SAX images (``case.image``), not from the labels alone: the
+    #: CLI, the Slicer module and ``methods.run`` refuse a case without one before it starts.
+    needs_image: bool = False
     #: Option values that make the method fast enough for self-tests (few iterations, small
     #: models); the Slicer self-test runs every registered method with them. Not for real use.
     test_options: Dict[str, Any] = field(default_factory=dict, hash=False, compare=False)

@@ -104,3 +104,23 @@ def check_lax_pose(sax: Volume, lax: LaxView) -> None:
     if inside.mean() < 0.25:
         raise InputError(f"The {lax.view} long-axis view does not overlap the SAX stack (only {inside.mean():.0%} "
                          "of its labelled pixels lie inside the stack); its pose does not match the SAX images.")
+
+
+#: An "image" with at most this many distinct integer values is a label map.
+LABEL_LIKE_VALUES = 8
+
+
+def check_image_stack(image, what: str) -> None:
+    """Refuse, in one line, an image given without its segmentation that cannot be a cine SAX
+    stack: a single 2D slice (any axis of one voxel; refused before the slice axis is looked for,
+    which would otherwise talk about spacings), or voxels of a label map (a few integer values,
+    whatever the file's data type: label maps are often saved as float). ``what`` names it."""
+    if min(image.shape) < 2:
+        raise InputError(f"{what} is a single 2D slice (shape {tuple(image.shape)}, k, j, i); expected a 3D "
+                         "short-axis stack of at least 2 slices.")
+    arr = np.asarray(image.array)
+    sample = arr.reshape(-1)[:: max(1, arr.size // 200000)]
+    sample = sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample
+    if sample.size and np.all(sample == np.round(sample)) and np.unique(sample).size <= LABEL_LIKE_VALUES:
+        raise InputError(f"{what} holds only the integer values {np.unique(sample).astype(int).tolist()}, like a "
+                         "label map; expected the cine MR image (give a segmentation with --input instead).")

@@ -281,7 +281,8 @@ def _nifti(path: Path) -> Header:
     if extra:
         axis = extra[0]
         what = "time points" if axis == 4 else "values per voxel"
-        raise refuse(name, f"NIfTI dim[{axis}] = {dim[axis]} ({what})", "a single 3-D label map (dim[4..7] = 1)")
+        raise refuse(name, f"NIfTI dim[{axis}] = {dim[axis]} ({what})",
+                     "a single 3-D volume (dim[4..7] = 1: one phase; split a 4D cine into its frames)")
     datatype = int(hdr["datatype"])
     dtype = data_type_codes.dtype.get(datatype, np.dtype("V"))
     if dtype.kind not in "iuf" or dtype.itemsize > 8:
@@ -448,7 +449,7 @@ def _nrrd(path: Path, layers_allowed: bool) -> Header:
         axis = other[0]
         kind = kinds[axis] if kinds else "none"
         raise refuse(name, f"NRRD axis {axis} (kind {kind}) has {sizes[axis]} values per voxel",
-                     "one value per voxel (a scalar label map)")
+                     "one value per voxel (a scalar volume)")
     if not 2 <= len(spatial) <= 3:
         raise refuse(name, f"NRRD has {len(spatial)} spatial axes (kinds {' '.join(kinds) or 'unset'})", "2 or 3")
     sizes_spatial = tuple(sizes[a] for a in spatial)
@@ -526,7 +527,7 @@ def _meta(path: Path) -> Header:
         raise refuse(name, f"MetaImage NDims = {ndims}", "2 or 3")
     channels = int(numbers("ElementNumberOfChannels", 1, int)[0]) if "ElementNumberOfChannels" in fields else 1
     if channels != 1:
-        raise refuse(name, f"MetaImage ElementNumberOfChannels = {channels}", "1 (a scalar label map)")
+        raise refuse(name, f"MetaImage ElementNumberOfChannels = {channels}", "1 (a scalar volume)")
     if "DimSize" not in fields:
         raise refuse(name, "the MetaImage header lacks DimSize", "DimSize")
     sizes = tuple(int(n) for n in numbers("DimSize", ndims, int))

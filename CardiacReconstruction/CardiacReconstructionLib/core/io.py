@@ -280,6 +280,21 @@ def read_lax(path, view: Optional[str] = None, convention: str = "auto") -> Tupl
     return LaxView(view, as_single_slice(volume, f"The {view} view {Path(path).name}")), f"{view}: {message}"
 
 
+def check_shared_grid(labels: Volume, image: Optional[Volume], image_path) -> None:
+    """The image and its labels must lie on one grid: the same shape and the same pose, to a
+    tenth of the smallest voxel at every corner of the grid (a size match alone lets a shifted or
+    rotated image through, and its slices would then be paired with the wrong labels)."""
+    if image is None:
+        return
+    a, b = labels.geometry, image.geometry
+    corners = np.array([[i, j, k] for i in (0, a.shape[2] - 1) for j in (0, a.shape[1] - 1)
+                        for k in (0, a.shape[0] - 1)], float)
+    gap = float(np.max(np.linalg.norm(a.index_to_ras(corners) - b.index_to_ras(corners), axis=1)))
+    if gap > 0.1 * float(min(a.spacing)):
+        raise InputError(f"The image {Path(image_path).name} and the SAX segmentation have the same size but not "
+                         f"the same pose (their grids lie up to {gap:.3g} mm apart); they must share one grid.")
+
+
 def read_case(sax_path, lax: Sequence[Tuple[Optional[str], str]] = (), image_path=None,
               convention: str = "auto", name: Optional[str] = None,
               slice_axis: Optional[str] = None) -> Tuple[Case, List[str]]:
@@ -299,13 +314,15 @@ def read_case(sax_path, lax: Sequence[Tuple[Optional[str], str]] = (), image_pat
         if image.shape != sax.shape:
             raise InputError(f"The image {Path(image_path).name} {image.shape} and the SAX segmentation {sax.shape} "
                              "must share one grid.")
+        check_shared_grid(sax, image, image_path)
     sax, image, order, note = working_stack(sax, image, Path(sax_path).name, slice_axis)
     messages += [note] if note else []
-    return Case(sax=sax, lax=views, image=image, name=name or _stem(sax_path),
+    return Case(sax=sax, lax=views, image=image, name=name or file_stem(sax_path),
                 info={"axis_order": list(order)}), messages
 
 
-def _stem(path) -> str:
+def file_stem(path) -> str:
+    """A file's name without its (double) suffix: ``sax.seg.nrrd`` -> ``sax``; a case's default name."""
     name = Path(path).name
     suffix = _suffix(name)
     return name[: -len(suffix)] if suffix and name.lower().endswith(suffix) else Path(name).stem

@@ -21,6 +21,7 @@ import numpy as np
 from .. import methods as method_registry
 from ..core.case import Case
 from ..simulation.cases import make_case
+from ..simulation.mr_render import render_cine
 from ..core.errors import InputError
 from ..core.geometry import Geometry, Volume
 from .metrics import evaluate
@@ -217,6 +218,10 @@ def benchmark(anatomies: Iterable[Anatomy], presets: Sequence[str], method_names
             for seed in seeds:
                 case = make_case(anatomy.truth, preset, seed=seed, slice_spacing=slice_spacing_lr,
                                  lax_views=lax_views, landmarks=anatomy.landmarks)
+                if case.image is None and any(method_registry.get(parse_method_label(m)[0]).needs_image
+                                              for m in method_names):
+                    # the image-domain methods get the project's MR-like rendering of the stack
+                    case.image = render_cine(case.sax, seed=seed)
                 for label in method_names:
                     name, options = parse_method_label(label)
                     options = {name: {**options, **(method_options or {}).get(label, {})}}

@@ -61,11 +61,7 @@ def orthogonal_views(volumes: Dict[str, Volume], path, title: str = "") -> Path:
                 ax.set_ylabel(name, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def metric_bars(rows: List[dict], metric: str, path, group: str = "preset", hue: str = "method",
@@ -94,6 +90,37 @@ def metric_bars(rows: List[dict], metric: str, path, group: str = "preset", hue:
     ax.set_ylabel(ylabel or metric)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def volume_curve(phases: Sequence[float], volumes_ml: Sequence[float], path, title: str = "") -> Path:
+    """The LV blood-pool volume (ml) over the cardiac phases (0 = ED; 1, 2... the given frames;
+    the phases between them interpolated), given frames marked; ``title`` above it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    phases = np.asarray(phases, float)
+    volumes = np.asarray(volumes_ml, float)
+    fig, ax = plt.subplots(figsize=(5.0, 3.4))
+    ax.plot(phases, volumes, "-", color="tab:red", lw=1.5)
+    given = np.isclose(phases, np.round(phases))
+    ax.plot(phases[given], volumes[given], "o", color="tab:red", label="given frames")
+    ax.plot(phases[~given], volumes[~given], ".", color="tab:red", alpha=0.6, label="interpolated")
+    ax.set_xlabel("phase (0 = ED; integers: the target's frames)")
+    ax.set_ylabel("LV blood pool (ml)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def _save(fig, path) -> Path:
+    """Lay out, write (110 dpi) and close a figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

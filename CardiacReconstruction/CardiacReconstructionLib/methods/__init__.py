@@ -28,7 +28,7 @@ __all__ = ["DEFAULT_SLICE_SPACING_MM", "Method", "Option", "Result", "RunContext
            "METHOD_MODULES", "available", "catalog", "unavailable", "refresh", "get", "run", "DEFAULT_THREADS"]
 
 #: The method modules of this package, in the order their methods are listed.
-METHOD_MODULES = ("baselines", "latent_optimisation", "dsl_asv", "mask2surface")
+METHOD_MODULES = ("baselines", "latent_optimisation", "dsl_asv", "mask2surface", "deeprecon")
 
 #: torch CPU threads while a learned method runs (0 leaves torch's setting). One, for two reasons
 #: measured on a 2-core CPU per phantom case: results must not depend on the machine (latent
@@ -134,6 +134,9 @@ def run(name: str, case: Case, *, slice_spacing: Optional[float] = None, factor:
         raise InputError(f"Method {name!r} has no option(s) {unknown}; its options are "
                          f"{sorted(known) or 'none'}.")
     values = {o.name: o.coerce(options.get(o.name, o.default)) for o in method.options}
+    if method.needs_image and case.image is None:
+        raise InputError(f"Method {name!r} reconstructs from the SAX images: give the cine image (--image) on the "
+                         "segmentation's grid, or the image alone.")
     from ..core.device import resolve_device  # torch only where a method needs it
 
     grid = output_geometry(case.sax.geometry, slice_spacing, factor)

@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..core.api import Method, Option, Result, RunContext
-from ..core.case import Case
+from ..core.case import Case, check_image_stack
 from ..core.crops import intensity_window, label_centres, paste_grid, sample_crops
 from ..core.errors import InputError
 from ..core.geometry import Volume
@@ -42,7 +42,7 @@ WEIGHTS = {"stylegan": "deeprecon_g", "stylegan_d": "deeprecon_d", "stylegan_enc
 DIRECTSEG_WEIGHTS = "deeprecon_directseg"
 NETWORKS = NetworkCache(WEIGHTS)
 DIRECTSEG = NetworkCache({"segmenter": DIRECTSEG_WEIGHTS})
-DEFAULT_STEPS = 40
+DEFAULT_STEPS = 80
 MOTIONS = ("centroid", "dsl_asv", "latent_optimisation", "none")
 SEGMENTERS = ("directseg", "deeprecon")
 #: Network class index -> canonical label (the segmenters were trained on canonical labels).
@@ -61,16 +61,11 @@ def _spacing_ji(volume: Volume) -> Tuple[float, float]:
 
 
 def _check_image(image: Optional[Volume], what: str = "DeepRecon") -> Volume:
+    """``image`` if it can be a cine SAX stack (:func:`..core.case.check_image_stack`), else one line."""
     if image is None:
         raise InputError(f"{what} needs the cine SAX image (--image): it reconstructs from the images, "
                          "not from a segmentation alone.")
-    arr = np.asarray(image.array)
-    if image.shape[0] < 2:
-        raise InputError(f"The SAX image has {image.shape[0]} slice; a stack of at least 2 short-axis slices "
-                         "(a 3D image) is expected.")
-    if arr.dtype.kind in "iub" and arr.size and np.unique(arr[:: max(1, arr.size // 200000)]).size <= 8:
-        raise InputError("The SAX image holds only a few integer values, like a label map; expected the cine "
-                         "MR image (pass a segmentation with --input instead).")
+    check_image_stack(image, f"The SAX image of {what}" if what != "DeepRecon" else "The SAX image")
     return image
 
 
@@ -152,7 +147,8 @@ def invert_stack(image: Volume, labels: Volume, device: str, steps: int, centres
 def segment_image(image: Volume, segmenter: str = "directseg", device: str = "cpu", steps: int = DEFAULT_STEPS,
                   progress=None) -> Volume:
     """Canonical labels of an image stack on its own grid: DirectSeg, or 'deeprecon' (Seg on
-    G(w+*) of the heart-centred crops, DirectSeg only locating the heart)."""
+    G(w+*) of the heart-centred crops, DirectSeg only locating the heart). ``progress(fraction,
+    message)`` as for a method."""
     _check_image(image, "Segmenting the image")
     if segmenter not in SEGMENTERS:
         raise InputError(f"Unknown segmenter {segmenter!r}; expected one of {', '.join(SEGMENTERS)}.")
@@ -165,7 +161,8 @@ def segment_image(image: Volume, segmenter: str = "directseg", device: str = "cp
     import torch
 
     G, _, _, seg = networks(device)
-    ws, _, centres, _ = invert_stack(image, located, device, steps, progress=progress)
+    report = (lambda f: progress(f, "inverting the slices")) if progress is not None else None
+    ws, _, centres, _ = invert_stack(image, located, device, steps, progress=report)
     with torch.no_grad():
         synth = G(ws, "const")[:, 0].cpu().numpy()
     probs = _segment_crops(seg, synth, device)
@@ -269,5 +266,5 @@ METHODS = (Method(
                     "displacements), 'none'.", choices=MOTIONS),
              Option("batch", int, 32, "Slices synthesised per forward pass.", minimum=1, maximum=512,
                     advanced=True)),
-    kind="learned", requires=REQUIRES, estimates_displacements=True, memory=(64, 256),
+    kind="learned", requires=REQUIRES, estimates_displacements=True, memory=(64, 256), needs_image=True,
     test_options={"steps": 2}),)

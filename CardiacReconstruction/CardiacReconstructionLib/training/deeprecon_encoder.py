@@ -63,4 +63,4 @@ def train_encoder(output, generator, discriminator=None, cfg: Optional[EncoderTr
         return {"loss": loss_w + loss_fake + loss_real, "w": loss_w, "fake_img": loss_fake, "real": loss_real}
 
     trainer.run_budget(cfg, sample_loss)
-    return trainer.export(output, generator=str(generator), training_crops=int(len(real)))
+    return trainer.export(output, generator=Path(str(generator)).name, training_crops=int(len(real)))
