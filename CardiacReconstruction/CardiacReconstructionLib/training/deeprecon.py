@@ -275,6 +275,11 @@ def main(args) -> int:
         return 0
     if not args.output:
         raise InputError(f"train deeprecon {stage} needs --output FILE.pt.")
+    import importlib.util
+
+    if stage in ("gan", "directseg", "seg") and importlib.util.find_spec("kornia") is None:
+        raise InputError(f"train deeprecon {stage} augments with kornia, which is not installed "
+                         "(pip install '.[train]' or pip install kornia).")
     budget = dict(seed=args.seed, max_steps=args.max_steps, threads=args.threads, device=args.device)
     if args.minutes is not None:
         budget["minutes"] = args.minutes
