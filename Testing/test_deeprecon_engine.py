@@ -5,11 +5,12 @@ import copy
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 torch = pytest.importorskip("torch")
 
-from CardiacReconstructionLib.core.crops import (intensity_window, label_centres, paste_crop,  # noqa: E402
-                                                 sample_crops)
+from CardiacReconstructionLib.core.crops import (from_window, intensity_window, label_centres,  # noqa: E402
+                                                 paste_grid, sample_crops, window_bounds)
 from CardiacReconstructionLib.core.errors import InputError  # noqa: E402
 from CardiacReconstructionLib.core.geometry import Volume, make_ijk_to_ras  # noqa: E402
 from CardiacReconstructionLib.networks.checkpoint import load_network, save_network  # noqa: E402
@@ -35,7 +36,8 @@ def test_crop_and_paste_round_trip_a_smooth_image():
     centres = np.array([[40.0, 45.0], [38.5, 47.2], [42.0, 44.0]])
     crops = sample_crops(image, centres, (1.5, 1.5), 32, 2.0)
     assert crops.shape == (3, 32, 32) and crops.dtype == np.float32
-    back = paste_crop(crops[1], image.shape[1:], centres[1], (1.5, 1.5), 2.0, fill=np.nan)
+    grid = paste_grid(image.shape[1:], centres[1], (1.5, 1.5), 32, 2.0)
+    back = ndimage.map_coordinates(crops[1], grid, order=1, mode="constant", cval=np.nan)
     inside = np.isfinite(back) & (back != 0)
     inner = (abs(jj - 38.5) < 15) & (abs(ii - 47.2) < 15)  # well inside the 64 mm crop
     assert np.abs(back[inner & inside] - image[1][inner & inside]).max() < 0.05
@@ -63,6 +65,8 @@ def test_intensity_window_maps_to_minus_one_one_and_refuses_constant_images():
     assert img.dtype == np.float64  # the input is not modified
     with pytest.raises(InputError, match="constant"):
         intensity_window(np.full((2, 4, 4), 7.0))
+    lo, hi = window_bounds(img)
+    np.testing.assert_allclose(from_window(out, lo, hi), np.clip(img, lo, hi), rtol=1e-4, atol=1e-3)
 
 
 def test_modulated_conv_equals_per_sample_modulated_weights():

@@ -195,18 +195,10 @@ def _read_image_stack(path, slice_axis: Optional[str] = None):
     axis found from the spacings or ``slice_axis``, made k) and refused in one line when it cannot
     be a cine SAX stack (:func:`.core.case.check_image_stack`). Returns ``(image, axis order, note)``;
     ``note`` says where the slices ran when not along k (else None)."""
-    from .core.axes import AXIS_NAMES, with_slices_as_k
+    from .core.axes import working_image
     from .core.io import read_volume
-    from .core.case import check_image_stack
 
-    name = Path(path).name
-    volume = read_volume(path)
-    check_image_stack(volume, f"The image {name}")
-    image, order = with_slices_as_k(volume, name, slice_axis)
-    note = None if order[2] == 2 else (f"image: the slices run along the file's {AXIS_NAMES[order[2]]} axis "
-                                       f"({image.spacing[2]:.3g} mm apart); results are written in the file's "
-                                       "axis order")
-    return image.with_array(image.array.astype(np.float32, copy=False)), order, note
+    return working_image(read_volume(path), Path(path).name, slice_axis)
 
 
 def _precheck_run(method, geometry, args) -> None:
@@ -398,15 +390,12 @@ def _read_image_with_labels(image_path, seg_path, convention: str, slice_axis: O
     if seg_path is None:
         return image, None, note
     labels = permute(read_segmentation(seg_path, convention)[0], order)
-    if labels.shape != image.shape:
-        raise InputError(f"The segmentation {Path(seg_path).name} and the image {Path(image_path).name} must share "
-                         f"one grid; their sizes differ ({labels.shape} and {image.shape} voxels, k, j, i).")
     check_shared_grid(labels, image, image_path)
     return image, labels, note
 
 
 def cmd_adapt_motion(args) -> int:
-    from .core.crops import label_centres
+    from .core.crops import from_window, window_bounds
     from .core.device import resolve_device
     from .core.io import atomic_path, staged_folder
     from .evaluation.figures import volume_curve
@@ -442,8 +431,6 @@ def cmd_adapt_motion(args) -> int:
     t0 = time.perf_counter()
     try:
         with torch_threads(DEFAULT_THREADS if args.threads is None else args.threads, device):
-            if source_labels is None:  # computed here: its centres place the crop frame
-                source_labels = deeprecon.directseg(source, device)
             adapted = motion_adaptation.adapt_motion(
                 source, targets, device=device, steps=args.steps, between=args.between, source_labels=source_labels,
                 target_labels=target_labels if args.target_seg else None, progress=update)
@@ -451,9 +438,9 @@ def cmd_adapt_motion(args) -> int:
         bar.close()
     seconds = time.perf_counter() - t0
     size = int(adapted.images[0].shape[-1])
-    frame = crop_frame_geometry(source, label_centres(source_labels.array), size, adapted.pixel_mm, adapted.slice_mm)
-    lo, hi = np.percentile(np.asarray(source.array, np.float32), [0.5, 99.5])  # the source's intensity window
-    images = [(lo + (np.clip(img, -1, 1) + 1) / 2 * (hi - lo)).astype(np.float32) for img in adapted.images]
+    frame = crop_frame_geometry(source, adapted.centres, size, adapted.pixel_mm, adapted.slice_mm)
+    lo, hi = window_bounds(source.array)  # painted in the source's intensity window
+    images = [from_window(img, lo, hi) for img in adapted.images]
     title = (f"LV blood pool: EDV {adapted.edv:.1f} ml, ESV {adapted.esv:.1f} ml, EF {100 * adapted.ef:.1f}%")
     with staged_folder(args.output, replace) as out:
         _write_sequence(images, frame, out / "adapted_image.nii.gz")

@@ -33,7 +33,7 @@ import numpy as np
 import slicer
 import vtk
 
-from .core.axes import AXIS_NAMES, IDENTITY, permute, with_slices_as_k, working_stack
+from .core.axes import IDENTITY, permute, working_image, working_stack
 from .core.case import Case, LaxView
 from .core.errors import InputError
 from .core.geometry import Volume
@@ -357,17 +357,11 @@ def image_stack_from_node(image_node, slice_axis: Optional[str] = None):
     world RAS with the slice axis as k, the axis order that undoes it, and the messages for the
     user. Refused in one line when it cannot be a cine stack (a single 2D slice, a label map's
     values: :func:`.core.case.check_image_stack`)."""
-    from .core.case import check_image_stack
-
     if image_node is None or not image_node.IsA("vtkMRMLScalarVolumeNode"):
         kind = "nothing" if image_node is None else image_node.GetClassName()
         raise InputError(f"Select the SAX segmentation or the SAX image (a scalar volume); got {kind}.")
-    raw = _world_volume(image_node)
-    check_image_stack(raw, f"The image {_describe(image_node)}")
-    image, order = with_slices_as_k(raw.with_array(raw.array.astype(np.float32)), _describe(image_node), slice_axis)
-    messages = [] if order[2] == 2 else [f"image: the slices run along the volume's {AXIS_NAMES[order[2]]} axis "
-                                         f"({image.spacing[2]:.3g} mm apart)"]
-    return image, tuple(order), messages
+    image, order, note = working_image(_world_volume(image_node), _describe(image_node), slice_axis)
+    return image, tuple(order), [note] if note else []
 
 
 def segmented_case(segmentation: Volume, image: Volume, order, name: str, views=(), segmenter: str = "") -> Case:

@@ -41,15 +41,10 @@ from CardiacReconstructionLib.core.crops import label_centres, sample_crops
 from CardiacReconstructionLib.core.geometry import Volume
 from CardiacReconstructionLib.core.labels import LV, MYO, RV
 from CardiacReconstructionLib.methods import get
-from CardiacReconstructionLib.training.cohort import ACDC_SPACING, acdc_split, load_acdc, load_acdc_image
+from CardiacReconstructionLib.training.cohort import ACDC_SPACING, acdc_image_volume, acdc_split, load_acdc
 
 STRUCTURES = ((LV, "LV"), (MYO, "MYO"), (RV, "RV"))
 BASELINES = ("shape_interp", "centroid_shape_interp", "nearest")
-
-
-def _image(key: str) -> Volume:
-    lab = load_acdc(None, key)
-    return Volume(load_acdc_image(key).astype(np.float32), lab.ijk_to_ras)
 
 
 def _dice(pred: np.ndarray, truth: np.ndarray) -> dict:
@@ -71,7 +66,7 @@ def leave_out(keys, threads: int = 1):
     rows = {m: [] for m in ("deeprecon",) + BASELINES}
     ssim = []
     for key in keys:
-        lab, img = load_acdc(None, key), _image(key)
+        lab, img = load_acdc(None, key), acdc_image_volume(key)
         n = lab.shape[0]
         kept, dropped = np.arange(0, n, 2), np.arange(1, n - 1, 2)  # dropped slices lie between kept ones
         dropped = dropped[lab.array[dropped].reshape(len(dropped), -1).any(1)]
@@ -88,10 +83,8 @@ def leave_out(keys, threads: int = 1):
             if name == "deeprecon":
                 centres = label_centres(lab.array)[dropped]
                 cfg = dr.networks("cpu")[0].config
-                real = sample_crops(intensity_window(img.array)[dropped], centres, (1.5, 1.5), cfg.size, cfg.pixel_mm,
-                                    fill=-1.0)
-                synth = sample_crops(intensity_window(out.image.array)[dropped], centres, (1.5, 1.5), cfg.size,
-                                     cfg.pixel_mm, fill=-1.0)
+                real, synth = (sample_crops(intensity_window(v.array)[dropped], centres, ACDC_SPACING[:2], cfg.size,
+                                            cfg.pixel_mm, fill=-1.0) for v in (img, out.image))
                 ssim.append(float(SSIMMetric(spatial_dims=2, data_range=2.0)(
                     torch.as_tensor(synth)[:, None], torch.as_tensor(real)[:, None]).mean()))
         print(key, {m: round(float(np.nanmean(list(r[-1].values()))), 3) for m, r in rows.items()}, flush=True)
@@ -104,7 +97,9 @@ def leave_out(keys, threads: int = 1):
 
 
 def _lv_ml(labels: np.ndarray) -> float:
-    return float((labels == LV).sum() * ACDC_SPACING[0] * ACDC_SPACING[1] * ACDC_SPACING[2] / 1000)
+    from CardiacReconstructionLib.methods.motion_adaptation import lv_volume_ml
+
+    return lv_volume_ml(labels, ACDC_SPACING[0], ACDC_SPACING[2])  # ACDC's assumed pixels are square
 
 
 def motion(keys, output: Path, threads: int = 1):
@@ -122,10 +117,11 @@ def motion(keys, output: Path, threads: int = 1):
     for src, tgt in zip(patients, patients[1:] + patients[:1]):
         s_ed, s_es = f"{src}_frame01", f"{src}_frame02"
         t_ed, t_es = f"{tgt}_frame01", f"{tgt}_frame02"
-        res = adapt_motion(_image(s_ed), [_image(t_ed), _image(t_es)], source_labels=load_acdc(None, s_ed),
-                           target_labels=[load_acdc(None, t_ed), load_acdc(None, t_es)])
-        own = (_lv_ml(load_acdc(None, s_ed).array), _lv_ml(load_acdc(None, s_es).array))
-        tv = (_lv_ml(load_acdc(None, t_ed).array), _lv_ml(load_acdc(None, t_es).array))
+        labels = {k: load_acdc(None, k) for k in (s_ed, s_es, t_ed, t_es)}
+        res = adapt_motion(acdc_image_volume(s_ed), [acdc_image_volume(t_ed), acdc_image_volume(t_es)],
+                           source_labels=labels[s_ed], target_labels=[labels[t_ed], labels[t_es]])
+        own = (_lv_ml(labels[s_ed].array), _lv_ml(labels[s_es].array))
+        tv = (_lv_ml(labels[t_ed].array), _lv_ml(labels[t_es].array))
         row = {"source": src, "target": tgt, "source_edv": own[0], "adapted_edv": res.edv,
                "edv_error": res.edv / own[0] - 1, "source_ef": 1 - own[1] / own[0], "target_ef": 1 - tv[1] / tv[0],
                "adapted_ef": res.ef}
@@ -177,7 +173,7 @@ def terms():
             with torch.no_grad():
                 synth.append(G(ws, "const")[:, 0].numpy())
         synth = np.concatenate(synth)
-        scores = T._per_stack_scores(T._segment(seg, synth, "cpu"), val.labels[sel], np.asarray(val.keys)[sel],
+        scores = T._per_stack_scores(dr.crop_labels(seg, synth, "cpu"), val.labels[sel], np.asarray(val.keys)[sel],
                                      G.config.pixel_mm)
         table[name] = {"dice_mean": scores["dice_mean"], **T.image_similarity(synth, val.images[sel])}
         print(name, table[name], flush=True)
@@ -186,13 +182,11 @@ def terms():
 
 _CHILD = """
 import sys, time, resource, numpy as np, torch
-sys.path.insert(0, {here!r})
-from deeprecon_bench import _image
-from CardiacReconstructionLib.training.cohort import load_acdc
+from CardiacReconstructionLib.training.cohort import acdc_image_volume, load_acdc
 from CardiacReconstructionLib.core.case import Case
 from CardiacReconstructionLib.methods import run
 key = {key!r}
-case = Case(sax=load_acdc(None, key), image=_image(key))
+case = Case(sax=load_acdc(None, key), image=acdc_image_volume(key))
 run("deeprecon", case, threads=1, steps=1)  # loads the networks (not timed)
 t = time.perf_counter(); run("deeprecon", case, threads=1); dt = time.perf_counter() - t
 print(dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -202,7 +196,7 @@ print(dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 def speed(keys):
     times, rss = [], []
     for key in keys:
-        out = subprocess.run([sys.executable, "-c", _CHILD.format(here=str(Path(__file__).parent), key=key)],
+        out = subprocess.run([sys.executable, "-c", _CHILD.format(key=key)],
                              capture_output=True, text=True, check=True).stdout.split()
         times.append(float(out[-2]))
         rss.append(float(out[-1]))

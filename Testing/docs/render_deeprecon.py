@@ -27,9 +27,8 @@ def main() -> int:
     import torch
 
     from CardiacReconstructionLib.core.crops import sample_crops
-    from CardiacReconstructionLib.core.geometry import Volume
     from CardiacReconstructionLib.methods import deeprecon as dr
-    from CardiacReconstructionLib.training.cohort import load_acdc, load_acdc_image
+    from CardiacReconstructionLib.training.cohort import ACDC_SPACING, acdc_image_volume, load_acdc
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--key", default="patient045_frame01")
@@ -37,14 +36,13 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(1)
     lab = load_acdc(None, args.key)
-    img = Volume(load_acdc_image(args.key).astype(np.float32), lab.ijk_to_ras)
+    img = acdc_image_volume(args.key)
     G, _, _, seg = dr.networks("cpu")
     ws, crops, centres, _ = dr.invert_stack(img, lab, "cpu", dr.DEFAULT_STEPS)
     with torch.no_grad():
         synth = G(ws, "const")[:, 0].numpy()
-    probs = dr._segment_crops(seg, synth, "cpu")
-    seg_synth = dr.CLASS_LABELS[np.argmax(probs, axis=1)]
-    truth = sample_crops(lab.array, centres, (1.5, 1.5), G.config.size, G.config.pixel_mm, labels=True)
+    seg_synth = dr.crop_labels(seg, synth, "cpu")
+    truth = sample_crops(lab.array, centres, ACDC_SPACING[:2], G.config.size, G.config.pixel_mm, labels=True)
     shows = np.flatnonzero(truth.reshape(len(truth), -1).any(1))
     mid = shows[max(0, len(shows) // 2 - 2): len(shows) // 2 + 3]
     k0 = int(mid[1])

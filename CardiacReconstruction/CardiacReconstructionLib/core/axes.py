@@ -78,14 +78,28 @@ def with_slices_as_k(volume: Volume, what: str, given: Optional[str] = None) -> 
     return permute(volume, order), order
 
 
+def _axis_note(what: str, volume: Volume, axis: int) -> Optional[str]:
+    """The note for the user when the file's slice axis was not k (None otherwise)."""
+    return None if axis == 2 else (f"{what}: the slices run along the file's {AXIS_NAMES[axis]} axis "
+                                   f"({volume.spacing[2]:.3g} mm apart); results are written in the file's axis order")
+
+
 def working_stack(sax: Volume, image: Optional[Volume], what: str, given: Optional[str] = None):
     """The SAX labels and the image (same grid) with the slice axis as k, the order that undoes
     it, and a note for the user when the file's slice axis was not k (None otherwise)."""
     sax, order = with_slices_as_k(sax, what, given)
-    axis = order[2]
-    note = None if axis == 2 else (f"SAX: the slices run along the file's {AXIS_NAMES[axis]} axis "
-                                   f"({sax.spacing[2]:.3g} mm apart); results are written in the file's axis order")
-    return sax, (permute(image, order) if image is not None else None), order, note
+    return sax, (permute(image, order) if image is not None else None), order, _axis_note("SAX", sax, order[2])
+
+
+def working_image(image: Volume, what: str, given: Optional[str] = None):
+    """:func:`working_stack` of an image given without its segmentation: refused in one line when
+    it cannot be a cine SAX stack (:func:`.case.check_image_stack`; before the slice axis is looked
+    for), else float32 with the slice axis as k, the order that undoes it, and the note."""
+    from .case import check_image_stack
+
+    check_image_stack(image, f"The image {what}")
+    image, order = with_slices_as_k(image.with_array(image.array.astype(np.float32, copy=False)), what, given)
+    return image, order, _axis_note("image", image, order[2])
 
 
 def restore_axes(volume: Volume, order: Order) -> Volume:

@@ -50,19 +50,9 @@ def paste_grid(shape_ji: Tuple[int, int], centre_ji: Sequence[float], spacing_ji
                      centre + (ii - centre_ji[1]) * spacing_ji[1] / pixel_mm])
 
 
-def paste_crop(crop: np.ndarray, shape_ji: Tuple[int, int], centre_ji: Sequence[float], spacing_ji: Sequence[float],
-               pixel_mm: float, labels: bool = False, fill: float = 0.0) -> np.ndarray:
-    """One crop [size, size] resampled back onto a slice of ``shape_ji`` (``fill`` outside it)."""
-    grid = paste_grid(shape_ji, centre_ji, spacing_ji, crop.shape[0], pixel_mm)
-    out = ndimage.map_coordinates(crop.astype(np.float32, copy=False), grid, order=0 if labels else 1,
-                                  mode="constant", cval=fill)
-    return out.astype(np.uint8) if labels else out.astype(np.float32)
-
-
-def intensity_window(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
-    """Image -> float32 in [-1, 1] by the ``low``-``high`` percentile window of the whole volume:
-    the normalisation the ACDC training images had at their source (0.5-99.5 %, per volume), so
-    that any scanner's intensities reach the networks on the same scale."""
+def window_bounds(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> Tuple[float, float]:
+    """The ``low``-``high`` percentile window (lo, hi) of the finite intensities of a volume
+    (numpy float32 scalars, so that arithmetic with them stays in single precision)."""
     image = np.asarray(image, dtype=np.float32)
     finite = image[np.isfinite(image)]
     if finite.size == 0:
@@ -70,7 +60,22 @@ def intensity_window(image: np.ndarray, low: float = 0.5, high: float = 99.5) ->
     lo, hi = np.percentile(finite, [low, high])
     if hi <= lo:
         raise InputError(f"The image is constant ({lo:g}); expected a cine MR image with contrast.")
+    return lo, hi
+
+
+def intensity_window(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """Image -> float32 in [-1, 1] by the ``low``-``high`` percentile window of the whole volume:
+    the normalisation the ACDC training images had at their source (0.5-99.5 %, per volume), so
+    that any scanner's intensities reach the networks on the same scale."""
+    image = np.asarray(image, dtype=np.float32)
+    lo, hi = window_bounds(image, low, high)
     return (np.clip((np.nan_to_num(image, nan=lo) - lo) / (hi - lo), 0, 1) * 2 - 1).astype(np.float32)
+
+
+def from_window(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """The inverse of :func:`intensity_window`: network intensities in [-1, 1] (clipped) back onto
+    an image's window ``(lo, hi)`` (:func:`window_bounds`), float32."""
+    return (lo + (np.clip(values, -1, 1) + 1) / 2 * (hi - lo)).astype(np.float32)
 
 
 def label_centres(labels: np.ndarray, fallback: bool = True) -> np.ndarray:

@@ -281,11 +281,14 @@ def read_lax(path, view: Optional[str] = None, convention: str = "auto") -> Tupl
 
 
 def check_shared_grid(labels: Volume, image: Optional[Volume], image_path) -> None:
-    """The image and its labels must lie on one grid: the same shape and the same pose, to a
+    """The image and its labels must lie on one grid: the same shape (k, j, i) and the same pose, to a
     tenth of the smallest voxel at every corner of the grid (a size match alone lets a shifted or
     rotated image through, and its slices would then be paired with the wrong labels)."""
     if image is None:
         return
+    if image.shape != labels.shape:
+        raise InputError(f"The image {Path(image_path).name} {image.shape} and the SAX segmentation {labels.shape} "
+                         "must share one grid.")
     a, b = labels.geometry, image.geometry
     corners = np.array([[i, j, k] for i in (0, a.shape[2] - 1) for j in (0, a.shape[1] - 1)
                         for k in (0, a.shape[0] - 1)], float)
@@ -311,9 +314,6 @@ def read_case(sax_path, lax: Sequence[Tuple[Optional[str], str]] = (), image_pat
     image = None
     if image_path is not None:
         image = read_volume(image_path)
-        if image.shape != sax.shape:
-            raise InputError(f"The image {Path(image_path).name} {image.shape} and the SAX segmentation {sax.shape} "
-                             "must share one grid.")
         check_shared_grid(sax, image, image_path)
     sax, image, order, note = working_stack(sax, image, Path(sax_path).name, slice_axis)
     messages += [note] if note else []

@@ -30,7 +30,7 @@ from scipy import ndimage
 
 from ..core.api import Method, Option, Result, RunContext
 from ..core.case import Case, check_image_stack
-from ..core.crops import intensity_window, label_centres, paste_grid, sample_crops
+from ..core.crops import from_window, intensity_window, label_centres, paste_grid, sample_crops, window_bounds
 from ..core.errors import InputError
 from ..core.geometry import Volume
 from ..core.labels import LV, MYO, RV
@@ -69,21 +69,30 @@ def _check_image(image: Optional[Volume], what: str = "DeepRecon") -> Volume:
     return image
 
 
-def _segment_crops(seg, crops, device: str) -> np.ndarray:
-    """Class probabilities [N, 4, S, S] of crops [N, S, S] in [-1, 1]."""
+def _segment_crops(seg, crops, device: str, batch: int = 128) -> np.ndarray:
+    """Class probabilities [N, 4, S, S] of crops [N, S, S] in [-1, 1], ``batch`` crops per pass."""
     import torch
 
+    out = []
     with torch.no_grad():
-        x = torch.as_tensor(np.ascontiguousarray(crops), dtype=torch.float32)[:, None].to(device)
-        return torch.softmax(seg(x), dim=1).cpu().numpy()
+        for s in range(0, len(crops), batch):
+            x = torch.as_tensor(np.ascontiguousarray(crops[s:s + batch]), dtype=torch.float32)[:, None].to(device)
+            out.append(torch.softmax(seg(x), dim=1).cpu().numpy())
+    return np.concatenate(out)
 
 
-def _paste_probs(probs: np.ndarray, shape_ji, centre, spacing_ji, pixel_mm: float) -> np.ndarray:
-    """Class probabilities [4, S, S] of a crop, resampled linearly onto a slice (background 1
-    outside the crop)."""
-    grid = paste_grid(shape_ji, centre, spacing_ji, probs.shape[-1], pixel_mm)
-    return np.stack([ndimage.map_coordinates(p, grid, order=1, mode="constant", cval=1.0 if c == 0 else 0.0)
-                     for c, p in enumerate(probs)])
+def crop_labels(seg, crops, device: str) -> np.ndarray:
+    """Canonical labels [N, S, S] of crops [N, S, S] (the most probable class of each pixel)."""
+    return CLASS_LABELS[np.argmax(_segment_crops(seg, crops, device), axis=1)]
+
+
+def _paste_labels(probs: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Canonical labels of a slice from a crop's class probabilities [4, S, S], resampled linearly
+    onto the slice's pixels (``grid``: :func:`..core.crops.paste_grid`; background outside the
+    crop), then the most probable class."""
+    pasted = np.stack([ndimage.map_coordinates(p, grid, order=1, mode="constant", cval=1.0 if c == 0 else 0.0)
+                       for c, p in enumerate(probs)])
+    return CLASS_LABELS[np.argmax(pasted, axis=0)]
 
 
 def _largest_heart(labels: np.ndarray) -> np.ndarray:
@@ -106,10 +115,9 @@ def directseg(image: Volume, device: str = "cpu", weights=None) -> Volume:
     centre = np.array([(arr.shape[1] - 1) / 2.0, (arr.shape[2] - 1) / 2.0])
     centres = np.repeat(centre[None], arr.shape[0], 0)
     crops = sample_crops(arr, centres, (sj, si), size, pixel, fill=-1.0)
-    out = np.zeros(arr.shape, np.uint8)
-    for k in range(arr.shape[0]):
-        probs = _segment_crops(seg, crops[k:k + 1], device)[0]
-        out[k] = CLASS_LABELS[np.argmax(_paste_probs(probs, arr.shape[1:], centre, (sj, si), pixel), axis=0)]
+    probs = _segment_crops(seg, crops, device)
+    grid = paste_grid(arr.shape[1:], centre, (sj, si), size, pixel)  # every slice's crop has the same place
+    out = np.stack([_paste_labels(p, grid) for p in probs])
     return image.with_array(_largest_heart(out))
 
 
@@ -168,9 +176,10 @@ def segment_image(image: Volume, segmenter: str = "directseg", device: str = "cp
     probs = _segment_crops(seg, synth, device)
     out = np.zeros(image.shape, np.uint8)
     shows = located.array.reshape(image.shape[0], -1).any(1)
+    spacing = _spacing_ji(image)
     for k in np.flatnonzero(shows):
-        p = _paste_probs(probs[k], image.shape[1:], centres[k], _spacing_ji(image), G.config.pixel_mm)
-        out[k] = CLASS_LABELS[np.argmax(p, axis=0)]
+        out[k] = _paste_labels(probs[k], paste_grid(image.shape[1:], centres[k], spacing, G.config.size,
+                                                    G.config.pixel_mm))
     return image.with_array(_largest_heart(out))
 
 
@@ -194,16 +203,12 @@ def _input_positions(case: Case, ctx: RunContext) -> np.ndarray:
 
 def synthesise(ws, centres: np.ndarray, positions: np.ndarray):
     """Codes and centres at continuous slice ``positions`` (linear between neighbours, the end
-    slices beyond them)."""
+    slices beyond them: :func:`..networks.blocks.lerp_along`)."""
     import torch
 
-    n = len(centres)
-    t = np.clip(positions, 0, n - 1)
-    lo = np.minimum(np.floor(t).astype(int), n - 1)
-    hi = np.minimum(lo + 1, n - 1)
-    a = (t - lo)[:, None]
-    at = torch.as_tensor(a, dtype=ws.dtype, device=ws.device)[:, :, None]
-    return ws[lo] * (1 - at) + ws[hi] * at, centres[lo] * (1 - a) + centres[hi] * a
+    from ..networks.blocks import lerp_along
+
+    return lerp_along(ws, positions, 0), lerp_along(torch.as_tensor(np.asarray(centres, float)), positions, 0).numpy()
 
 
 def deeprecon(case: Case, ctx: RunContext, steps: int = DEFAULT_STEPS, motion: str = "centroid",
@@ -229,7 +234,7 @@ def deeprecon(case: Case, ctx: RunContext, steps: int = DEFAULT_STEPS, motion: s
     out_shape = ctx.geometry.shape
     labels = np.zeros(out_shape, np.uint8)
     synthetic = np.zeros(out_shape, np.float32)
-    lo, hi = np.percentile(np.asarray(image.array, np.float32), [0.5, 99.5])
+    lo, hi = window_bounds(image.array)
     for start in range(0, out_shape[0], batch):
         part = positions[start:start + batch]
         w, c = synthesise(ws, corrected, part)
@@ -237,11 +242,10 @@ def deeprecon(case: Case, ctx: RunContext, steps: int = DEFAULT_STEPS, motion: s
             img = G(w, "const")[:, 0].cpu().numpy()
         probs = _segment_crops(seg, img, ctx.device)
         for n, k in enumerate(range(start, start + len(part))):
-            p = _paste_probs(probs[n], out_shape[1:], c[n], (sj, si), cfg.pixel_mm)
-            labels[k] = CLASS_LABELS[np.argmax(p, axis=0)]
             grid = paste_grid(out_shape[1:], c[n], (sj, si), cfg.size, cfg.pixel_mm)
+            labels[k] = _paste_labels(probs[n], grid)
             painted = ndimage.map_coordinates(img[n], grid, order=1, mode="constant", cval=-1.0)
-            synthetic[k] = lo + (np.clip(painted, -1, 1) + 1) / 2 * (hi - lo)
+            synthetic[k] = from_window(painted, lo, hi)
         ctx.report(0.75 + 0.25 * min(1.0, (start + batch) / out_shape[0]), "synthesising slices")
     timings["synthesis_s"] = time.perf_counter() - t2
     diagnostics = {"inversion_loss": info, "steps": int(steps), "motion": motion,

@@ -23,19 +23,21 @@ from ..core.crops import label_centres
 from ..core.errors import InputError
 from ..core.geometry import Volume
 from ..core.labels import LV
-from .deeprecon import CLASS_LABELS, DEFAULT_STEPS, _check_image, _segment_crops, directseg, invert_stack, networks
+from .deeprecon import DEFAULT_STEPS, _check_image, crop_labels, directseg, invert_stack, networks
 
 
 @dataclass
 class AdaptedMotion:
     """The adapted sequence: per phase, the synthetic crops [K, S, S] (in [-1, 1]) and their labels,
-    the LV blood-pool volumes (ml), and the phase positions (0 = ED, 1 = the next given frame...)."""
+    the LV blood-pool volumes (ml), and the phase positions (0 = ED, 1 = the next given frame...);
+    ``centres`` the (j, i) centres of the source's crops on its own grid."""
     images: List[np.ndarray]
     labels: List[np.ndarray]
     lv_ml: np.ndarray
     phases: np.ndarray
     pixel_mm: float
     slice_mm: float
+    centres: np.ndarray
     info: Dict = field(default_factory=dict)
 
     @property
@@ -61,16 +63,12 @@ def _heart_span(labels: np.ndarray) -> np.ndarray:
 def align_differences(diff, target_labels: np.ndarray, source_labels: np.ndarray):
     """Resample per-slice code differences [K_t, ...] of the target onto the source's K_s slices,
     matching the heart-holding slice ranges (base to apex) linearly; outside them the nearest."""
-    import torch
+    from ..networks.blocks import lerp_along
 
     t_span, s_span = _heart_span(target_labels), _heart_span(source_labels)
     ks = np.arange(len(source_labels), dtype=float)
     frac = (ks - s_span[0]) / max(1, s_span[-1] - s_span[0])
-    pos = np.clip(t_span[0] + frac * (t_span[-1] - t_span[0]), 0, len(target_labels) - 1)
-    lo = np.floor(pos).astype(int)
-    hi = np.minimum(lo + 1, len(target_labels) - 1)
-    a = torch.as_tensor(pos - lo, dtype=diff.dtype, device=diff.device).view(-1, *([1] * (diff.dim() - 1)))
-    return diff[lo] * (1 - a) + diff[hi] * a
+    return lerp_along(diff, t_span[0] + frac * (t_span[-1] - t_span[0]), 0)
 
 
 def lv_volume_ml(labels: np.ndarray, pixel_mm: float, slice_mm: float) -> float:
@@ -97,7 +95,7 @@ def adapt_motion(source: Volume, target_frames: Sequence[Volume], device: str = 
     s_lab = source_labels if source_labels is not None else directseg(source, device)
     t_labs = list(target_labels) if target_labels is not None else [directseg(f, device) for f in target_frames]
     report(0.1, "segmented")
-    w_s, _, _, _ = invert_stack(source, s_lab, device, steps)
+    w_s, _, s_centres, _ = invert_stack(source, s_lab, device, steps)
     # one centre per target slice (the ED frame's), so the differences carry the in-plane motion too
     t_centres = label_centres(t_labs[0].array)
     w_t = [invert_stack(f, lab, device, steps, centres=t_centres)[0] for f, lab in zip(target_frames, t_labs)]
@@ -120,11 +118,11 @@ def adapt_motion(source: Volume, target_frames: Sequence[Volume], device: str = 
     for w in sequence:
         with torch.no_grad():
             img = G(w, "const")[:, 0].cpu().numpy()
-        lab = CLASS_LABELS[np.argmax(_segment_crops(seg, img, device), axis=1)]
+        lab = crop_labels(seg, img, device)
         lab[~shows] = 0  # slices beyond the source's heart stay empty in every phase
         images.append(img)
         labels.append(lab)
         lv.append(lv_volume_ml(lab, pixel, slice_mm))
     report(1.0, "adapted")
-    return AdaptedMotion(images, labels, np.asarray(lv), np.asarray(phases), pixel, slice_mm,
+    return AdaptedMotion(images, labels, np.asarray(lv), np.asarray(phases), pixel, slice_mm, s_centres,
                          info={"steps": int(steps), "target_frames": len(target_frames), "between": int(between)})

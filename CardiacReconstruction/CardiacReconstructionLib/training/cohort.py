@@ -432,6 +432,13 @@ def load_acdc_image(key: str, root: Optional[PathLike] = None) -> np.ndarray:
     return _acdc_array_cached(path, key)
 
 
+def acdc_image_volume(key: str, root: Optional[PathLike] = None) -> Volume:
+    """The cine image of an ACDC key as a float32 :class:`Volume` on its labels' assumed grid
+    (:func:`acdc_geometry`): what the image-domain methods take."""
+    image = load_acdc_image(key, root)
+    return Volume.on(acdc_geometry(image.shape), image.astype(np.float32))
+
+
 def acdc_pseudo_hr(sax_volume: Volume, slice_spacing: float = 2.0) -> Volume:
     """An approximate MRI-shaped high-resolution label volume from a real SAX stack: the
     ``centroid_shape_interp`` baseline (slice centroid alignment + shape-based interpolation).

@@ -55,13 +55,6 @@ def invert_crops(G, E, D, images: np.ndarray, labels: np.ndarray, steps: int, de
     return out
 
 
-def _segment(seg, crops: np.ndarray, device: str) -> np.ndarray:
-    from ..methods.deeprecon import CLASS_LABELS, _segment_crops
-
-    return np.concatenate([CLASS_LABELS[np.argmax(_segment_crops(seg, crops[s:s + 128], device), axis=1)]
-                           for s in range(0, len(crops), 128)])
-
-
 def _per_stack_scores(pred: np.ndarray, truth: np.ndarray, keys: Sequence[str], pixel_mm: float) -> Dict[str, float]:
     """Mean over held-out stacks of Dice and HD95 (mm) per structure, on the crops of each stack
     (pixel_mm in-plane, the assumed 10 mm between slices)."""
@@ -103,10 +96,9 @@ def validate(paths: Dict[str, str], root=None, device: str = "cpu", steps: Optio
     (0 steps), with the default steps and with 5x more; PSNR and SSIM of G(w+*) against the real
     crops. Crops are centred on the true labels (the localisation is not what is compared)."""
     from ..core.crops import sample_crops
-    from ..core.geometry import Volume
-    from ..methods.deeprecon import DEFAULT_STEPS, _check_image
+    from ..methods.deeprecon import DEFAULT_STEPS, _check_image, crop_labels
     from ..methods import deeprecon as dr
-    from .cohort import acdc_geometry, load_acdc_image
+    from .cohort import ACDC_SPACING, acdc_image_volume
     from .deeprecon_data import slice_set
 
     nets = _networks(paths, device)
@@ -118,12 +110,10 @@ def validate(paths: Dict[str, str], root=None, device: str = "cpu", steps: Optio
     pred = []
     with dr.DIRECTSEG.using(segmenter=paths["directseg"]):
         for key in dict.fromkeys(val.keys):
-            image = _check_image(Volume.on(acdc_geometry(load_acdc_image(key, root).shape),
-                                           load_acdc_image(key, root).astype(np.float32)))
-            labels = dr.directseg(image, device).array
+            labels = dr.directseg(_check_image(acdc_image_volume(key, root)), device).array
             sel = np.asarray(val.keys) == key
-            pred.append(sample_crops(labels[val.slices[sel]], val.centres[sel], (1.5, 1.5), cfg.size, cfg.pixel_mm,
-                                     labels=True))
+            pred.append(sample_crops(labels[val.slices[sel]], val.centres[sel], ACDC_SPACING[:2], cfg.size,
+                                     cfg.pixel_mm, labels=True))
     rows["DirectSeg"] = _per_stack_scores(np.concatenate(pred), val.labels, val.keys, cfg.pixel_mm)
     log(f"DirectSeg: {rows['DirectSeg']}")
     every6 = np.arange(0, len(val.images), 6)
@@ -138,7 +128,7 @@ def validate(paths: Dict[str, str], root=None, device: str = "cpu", steps: Optio
             synth = invert_crops(G, nets["e"], nets["d"], val.images[sel], val.labels[sel], n, device,
                                  log=lambda m: None)
             name = ("DeepRecon, encoder only" if n == 0 else f"DeepRecon, {n} steps") + suffix
-            rows[name] = {**_per_stack_scores(_segment(nets["seg"], synth, device), val.labels[sel], keys,
+            rows[name] = {**_per_stack_scores(crop_labels(nets["seg"], synth, device), val.labels[sel], keys,
                                               cfg.pixel_mm), **image_similarity(synth, val.images[sel]), "steps": n}
             log(f"{name}: {rows[name]}")
     return rows
